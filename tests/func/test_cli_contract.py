@@ -1,0 +1,67 @@
+"""The contract every command shares: one-line usage errors with exit 2, help with exit codes, entry points."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Cli
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "names"),
+    [
+        (["wait-for-db", "--timeout", "soon"], {}, ["--timeout", "'soon'"]),
+        (["wait-for-db"], {"SHAREDPG_TIMEOUT": "soon"}, ["SHAREDPG_TIMEOUT", "'soon'"]),
+        (["wait-for-db"], {"SHAREDPG_LOG_FORMAT": "xml"}, ["SHAREDPG_LOG_FORMAT", "'xml'"]),
+        (["wait-for-db", "--require", "maybe"], {}, ["--require", "maybe"]),
+        (["wait-for-db", "--bogus"], {}, ["--bogus"]),
+        (["wait-for-db", "--password-file", "/nonexistent/pw"], {}, ["/nonexistent/pw", "mount the Secret"]),
+        (["wait-for-db", "--once", "--stable", "5"], {}, ["--once", "--stable"]),
+        (["wait-for-db", "--require-table", "orders"], {}, ["'orders'", "SCHEMA.TABLE"]),
+        (["wait-for-db", "--server-version", "fifteen"], {}, ["--server-version", ">=14,<19"]),
+        (["wait-for-db", "--require", "reachable", "--writable"], {}, ["--require reachable", "--require login"]),
+        (["wait-for-db", "--dsn", "host=db bogus=1"], {}, ["--dsn", "bogus"]),
+        (["wait-for-db", "--dsn", "host=db sslmode=sometimes", "--once"], {}, ["sslmode", "--dsn"]),
+        (["wait-for-db", "--interval", "5"], {}, ["--interval 5", "--max-interval 2"]),
+        (["nonsense"], {}, ["nonsense"]),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_naming_the_input(cli: Cli, args: list[str], env: dict[str, str],
+                                                        names: list[str]) -> None:  # fmt: skip
+    result = cli(*args, env=env)
+    assert result.code == 2, result
+    [line] = result.log_lines
+    for name in names:
+        assert name in line, line
+    assert '"level": "error"' in line
+
+
+def test_empty_password_file_is_a_usage_error(cli: Cli, tmp_path: Path) -> None:
+    empty = tmp_path / "pw"
+    empty.write_text("\n")
+    result = cli("wait-for-db", "--password-file", str(empty))
+    assert result.code == 2 and "is empty" in result.stderr
+
+
+def test_help_lists_exit_codes_and_env_names(cli: Cli) -> None:
+    result = cli("wait-for-db", "--help")
+    assert result.code == 0
+    for text in ("124  deadline", "143  terminated by SIGTERM", "[env: SHAREDPG_TIMEOUT]", "[env: PGPASSWORD_FILE]"):
+        assert text in result.stdout
+
+
+def test_console_format_is_human_readable(cli: Cli) -> None:
+    result = cli("wait-for-db", "--timeout", "x", "--log-format", "console")
+    [line] = result.log_lines
+    assert " error    usage error  " in line and not line.startswith("{")
+
+
+@pytest.mark.parametrize("section", ["cli-reference", "troubleshooting"])
+def test_readme_sections_match_the_code(section: str) -> None:
+    """The README's CLI reference and troubleshooting table are generated from the code; they must be current."""
+    from scripts.readme_sections import README, SECTIONS, section_of
+
+    fix = "run: .venv/bin/python scripts/readme_sections.py --write"
+    assert section_of(README.read_text(), section) == SECTIONS[section](), fix
