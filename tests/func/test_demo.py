@@ -1,0 +1,13 @@
+"""``sharedpg demo``: the README's first command must work, as root too (the server then runs as nobody)."""
+
+from __future__ import annotations
+
+from tests.conftest import Cli
+
+
+def test_demo_runs_every_step_and_cleans_up(cli: Cli) -> None:
+    result = cli("demo", timeout=180)
+    assert result.code == 0, result
+    assert "5 of 5 steps behaved as shown" in result.stdout
+    assert result.stdout.count("(as expected)") == 5
+    assert "the server is stopped and its files removed" in result.stdout
