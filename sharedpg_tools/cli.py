@@ -23,6 +23,7 @@ from sharedpg_tools.settings import Context, add_common
 # command name -> (module, one-line summary); summaries here so `--help` imports no command
 COMMANDS: dict[str, tuple[str, str]] = {
     "wait-for-db": ("wait_for_db", "wait until PostgreSQL is ready for this app (initContainer, exec probe)"),
+    "ensure-tenant": ("ensure_tenant", "ensure one app's role and database on the shared server (idempotent)"),
     "demo": ("demo", "start a throwaway local PostgreSQL and show the commands at work"),
 }
 

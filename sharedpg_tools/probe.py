@@ -63,11 +63,18 @@ def attempt(target: Target, requirement: Requirement, timeout: float) -> Ready:
     :raises AttemptFailed: with the classified failure.
     :raises ConfigError: when the password file has become unreadable.
     """
+    return attempt_params(target.params(), requirement, timeout)  # a ConfigError surfaces here
+
+
+def attempt_params(params: dict[str, str], requirement: Requirement, timeout: float) -> Ready:
+    """One bounded attempt with explicit libpq parameters.
+
+    :raises AttemptFailed: with the classified failure.
+    """
     outcome: dict[str, object] = {}
     abandoned: list[bool] = []
     done = _thread.allocate_lock()
     done.acquire()
-    params = target.params()  # in the main thread: a ConfigError must surface here
 
     def work() -> None:
         try:

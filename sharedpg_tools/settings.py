@@ -163,15 +163,17 @@ class Target:
         self.password_file = password_file
         self.app_name = app_name
 
-    def params(self) -> dict[str, str]:
-        """libpq keyword parameters for one attempt; the password file is read again each time."""
-        params = (
-            {"dbname": self.dsn, "fallback_application_name": self.app_name}
-            if self.dsn
-            else {"fallback_application_name": self.app_name}
-        )
+    def params(self, **overrides: str) -> dict[str, str]:
+        """libpq keyword parameters for one connection; the password file is read again each time.
+
+        ``overrides`` replace what the DSN says (another database, a tenant's credentials); what
+        neither gives is left to libpq's environment and defaults.
+        """
+        params = libpq.parse_conninfo(self.dsn) if self.dsn else {}
+        params.setdefault("fallback_application_name", self.app_name)
         if self.password_file:
             params["password"] = read_password_file(self.password_file)
+        params.update(overrides)
         return params
 
 

@@ -16,6 +16,7 @@ import os
 import secrets
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -25,6 +26,8 @@ from psycopg import sql
 from sharedpg_tools import localserver
 
 LOCAL_MAJORS = (15, 16, 18)
+# DDL is logged, with each line's SQLSTATE, so tests can prove what reached the server (and what did not).
+LOG_SETTINGS = {"log_statement": "ddl", "log_line_prefix": "%m [%p] %e %u@%d "}
 DOCKER_MAJORS = (14, 17)
 MANAGED_ADMIN = "admin_managed"
 
@@ -45,6 +48,13 @@ class Server:
     def conninfo(self, user: str | None = None, dbname: str = "postgres") -> str:
         return f"host={self.host} port={self.port} user={user or self.superuser} dbname={dbname}"
 
+    def server_log(self) -> str:
+        """The server's log so far (local servers only; others skip the test that asks)."""
+        if self.local is None:
+            pytest.skip("needs the server's log file (a local server)")
+        log: Path = self.local.workdir / "server.log"
+        return log.read_text(errors="replace")
+
     def password_of(self, user: str) -> str:
         return self.managed_password if user == MANAGED_ADMIN else self.password
 
@@ -52,9 +62,9 @@ class Server:
         user = user or self.superuser
         return psycopg.connect(self.conninfo(user, dbname), password=self.password_of(user), autocommit=True)
 
-    def admin_sql(self, statement: str | sql.Composable, *params: Any) -> list[tuple[Any, ...]]:
+    def admin_sql(self, statement: str | sql.SQL | sql.Composed, *params: Any) -> list[tuple[Any, ...]]:
         with self.connect() as conn:
-            cur = conn.execute(statement, params or None)  # type: ignore[arg-type]
+            cur = conn.execute(statement, params or None)
             return cur.fetchall() if cur.description else []
 
     def create_managed_admin(self) -> None:
@@ -106,7 +116,7 @@ def start_local(major: int, settings: dict[str, str] | None = None) -> Server:
             pytest.fail(message)
         pytest.skip(message)
     password = secrets.token_urlsafe(18)
-    local = localserver.LocalServer(installation, password, settings=settings).start()
+    local = localserver.LocalServer(installation, password, settings={**LOG_SETTINGS, **(settings or {})}).start()
     server = Server(f"pg{major}", major, local.host, local.port, password, local)
     server.create_managed_admin()
     return server

@@ -1,0 +1,472 @@
+"""Ensure one app's role and database on the shared server: least privilege, isolated, idempotent.
+
+The statement sequence is the one verified in ``shared/notes/pg-semantics.md`` §8 on PostgreSQL 15,
+16 and 18, with a superuser admin and with a CREATEROLE CREATEDB admin (RDS, Cloud SQL, Azure):
+
+0. one session-level advisory lock, always in the maintenance database (advisory locks are per
+   database), so concurrent runs serialise instead of failing with 23505 / "tuple concurrently
+   updated";
+1. the role: created, or compared field by field and repaired; pre-existing SUPERUSER/REPLICATION/
+   BYPASSRLS roles and (16+) roles the admin holds no ADMIN option on are refused;
+2. a non-superuser admin's membership in the role (``WITH INHERIT TRUE, SET TRUE`` on 16+);
+3. the database, from template0, owned by the role (never in a transaction, never recreated);
+4. CONNECT and TEMPORARY revoked from PUBLIC, run *as the owner*; the server's "succeeded but did
+   nothing" warnings 01006/01007 are failures;
+5. role-level settings; 6. extensions; 7. on 13/14-style databases, CREATE on ``public`` revoked;
+8. a final check that PUBLIC cannot connect.
+
+Every step reads the catalog first and runs DDL only for what differs, so a re-run runs none.
+Passwords are hashed client-side to a SCRAM verifier: the plaintext never reaches the server.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from sharedpg_tools import scram
+from sharedpg_tools.errors import ConfigError, PermanentError, SharedpgError
+
+NAME_PATTERN = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+RESERVED = frozenset({"postgres", "template0", "template1", "public", "none", "current_user", "current_role",
+                      "session_user", "user", "all"})  # fmt: skip
+LOCK_KEY = 7300000001  # one constant for every sharedpg provisioner
+REDACTED = "<redacted>"
+Statement = sql.SQL | sql.Composed
+# "Succeeded but did nothing": the trap for a non-superuser admin (pg-semantics §2c).
+_SILENT_NO_OPS = ("01006", "01007")
+
+
+def check_name(kind: str, name: str, admin: str | None = None) -> None:
+    """:raises ConfigError: for a name that is invalid, reserved or the admin's own.
+
+    >>> check_name("tenant", "argo_workflows")
+    >>> check_name("tenant", 'x"; drop table y; --')  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    sharedpg_tools.errors.ConfigError: tenant name 'x"; drop table y; --' is invalid: use lower-case letters, ...
+    """
+    if not NAME_PATTERN.match(name):
+        raise ConfigError(
+            f"{kind} name {name!r} is invalid: use lower-case letters, digits and _, "
+            "starting with a letter or _, at most 63 characters"
+        )
+    if name in RESERVED or name.startswith("pg_"):
+        raise ConfigError(f"{kind} name {name!r} is reserved by PostgreSQL: choose another name")
+    if admin is not None and name == admin:
+        raise ConfigError(f"{kind} name {name!r} is the admin's own role: choose another name")
+
+
+class TenantSpec:
+    """What one tenant should look like."""
+
+    def __init__(
+        self,
+        name: str,
+        role: str | None = None,
+        database: str | None = None,
+        password: str | None = None,
+        connection_limit: int = -1,
+        settings: dict[str, str] | None = None,
+        encoding: str = "UTF8",
+        extensions: tuple[str, ...] = (),
+    ):
+        self.name = name
+        self.role = role or name
+        self.database = database or name
+        self.password = password
+        self.connection_limit = connection_limit
+        self.settings = dict(settings or {})
+        self.encoding = encoding
+        self.extensions = extensions
+
+    def validate(self, admin: str | None = None) -> None:
+        """:raises ConfigError: naming the field at fault."""
+        check_name("tenant", self.name)
+        check_name("role", self.role, admin)
+        check_name("database", self.database, admin)
+        if self.connection_limit < -1:
+            raise ConfigError(f"connection limit {self.connection_limit} is invalid: use -1 (none) or a number >= 0")
+        for key in self.settings:
+            if not re.match(r"^[a-z_][a-z0-9_.]*$", key):
+                raise ConfigError(f"setting name {key!r} is invalid: use PARAM=VALUE, e.g. statement_timeout=15min")
+        for extension in self.extensions:
+            if not re.match(r"^[a-z_][a-z0-9_-]*$", extension):
+                raise ConfigError(f"extension name {extension!r} is invalid: use the name in pg_available_extensions")
+
+
+class Outcome:
+    """What ensuring did: ``created``, ``updated`` or ``unchanged``, with one line per change."""
+
+    def __init__(self, spec: TenantSpec):
+        self.spec = spec
+        self.changes: list[str] = []
+        self.warnings: list[str] = []
+        self.statements: list[str] = []
+        self.created = False
+        self.server_version = ""
+        self.admin_kind = ""
+
+    @property
+    def action(self) -> str:
+        return "created" if self.created else "updated" if self.changes else "unchanged"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "tenant": self.spec.name,
+            "role": self.spec.role,
+            "database": self.spec.database,
+            "action": self.action,
+            "changes": self.changes,
+            "warnings": self.warnings,
+            "server_version": self.server_version,
+            "admin_kind": self.admin_kind,
+        }
+
+
+class _Session:
+    """The admin's autocommit connection: reads the catalog, and runs (or, dry, records) DDL."""
+
+    def __init__(self, conn: psycopg.Connection[Any], outcome: Outcome, dry_run: bool):
+        self.conn = conn
+        self.outcome = outcome
+        self.dry_run = dry_run
+        self.notices: list[psycopg.errors.Diagnostic] = []
+        conn.add_notice_handler(self.notices.append)
+
+    def one(self, query: str, *params: Any) -> tuple[Any, ...] | None:
+        return self.conn.execute(query, params or None).fetchone()
+
+    def value(self, query: str, *params: Any) -> Any:
+        row = self.one(query, *params)
+        return row[0] if row else None
+
+    def ddl(self, change: str, statement: Statement, shown: Statement | None = None,
+            as_role: str | None = None, conn: psycopg.Connection[Any] | None = None) -> None:  # fmt: skip
+        """Run one statement (as ``as_role`` when given) and record the change it makes."""
+        conn = conn or self.conn
+        text = (shown or statement).as_string(conn)
+        if as_role:
+            text = f"SET ROLE {sql.Identifier(as_role).as_string(conn)}; {text}; RESET ROLE"
+        self.outcome.statements.append(text)
+        self.outcome.changes.append(change)
+        if self.dry_run:
+            return
+        del self.notices[:]
+        if as_role:
+            with conn.transaction():
+                conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(as_role)))
+                conn.execute(statement)
+        else:
+            conn.execute(statement)
+        silent = [n for n in self.notices if n.sqlstate in _SILENT_NO_OPS]
+        if silent:
+            raise PermanentError(
+                f"{change}: the server did nothing ({silent[0].sqlstate} {silent[0].message_primary}): "
+                "the admin lacks the owner's privileges"
+            )
+
+
+def _integer(value: int) -> Statement:
+    """An integer as SQL text (sql.Literal writes ' -1' for a negative one)."""
+    return sql.SQL(str(int(value)))
+
+
+@contextmanager
+def provisioning_lock(conn: psycopg.Connection[Any], timeout_s: float) -> Iterator[None]:
+    """Hold the provisioners' advisory lock (session level: CREATE DATABASE cannot be in a transaction).
+
+    :raises SharedpgError: when another run holds it longer than ``timeout_s``.
+    """
+    conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(f"{int(timeout_s * 1000)}ms")))
+    try:
+        conn.execute("SELECT pg_advisory_lock(%s)", [LOCK_KEY])
+    except psycopg.errors.LockNotAvailable:
+        raise SharedpgError(
+            f"another sharedpg run held the provisioning lock for {timeout_s:g} s",
+            "wait for it to finish (a crashed run releases the lock when its connection closes)",
+        ) from None
+    conn.execute("RESET lock_timeout")
+    try:
+        yield
+    finally:
+        if not conn.closed:
+            conn.execute("SELECT pg_advisory_unlock(%s)", [LOCK_KEY])
+
+
+class Ensurer:
+    """Brings one tenant to its spec over an admin connection to the maintenance database.
+
+    ``connect_to(dbname)`` opens another admin connection (to the tenant's database, for steps that
+    must run there); ``login_works(role, password, dbname)`` says whether a tenant login succeeds.
+    """
+
+    def __init__(self, conn: psycopg.Connection[Any], spec: TenantSpec, dry_run: bool,
+                 connect_to: Any, login_works: Any):  # fmt: skip
+        self.spec = spec
+        self.outcome = Outcome(spec)
+        self.s = _Session(conn, self.outcome, dry_run)
+        self.connect_to = connect_to
+        self.login_works = login_works
+        row = self.s.one(
+            "SELECT current_setting('server_version_num')::int, current_setting('server_version'), current_user, "
+            "r.rolsuper, r.rolcreaterole, r.rolcreatedb FROM pg_roles r WHERE r.rolname = current_user"
+        )
+        assert row is not None
+        self.version, version_text, self.admin, self.superuser, createrole, createdb = row
+        self.outcome.server_version = str(version_text).split(" ")[0]
+        self.outcome.admin_kind = "superuser" if self.superuser else "createrole_createdb"
+        if not self.superuser and not (createrole and createdb):
+            raise PermanentError(
+                f"the admin {self.admin!r} is neither a superuser nor CREATEROLE CREATEDB: "
+                f"a superuser must run ALTER ROLE {self.admin} CREATEROLE CREATEDB"
+            )
+        spec.validate(self.admin)
+
+    def ensure(self) -> Outcome:
+        self._check_extensions()
+        self._role()
+        self._membership()
+        db_exists = self._database()
+        self._revoke_public(db_exists)
+        self._settings()
+        if db_exists or not self.s.dry_run:
+            with self.connect_to(self.spec.database) as tdb:
+                self._extensions(tdb)
+                self._public_schema(tdb)
+        else:  # a dry run for a database that does not exist yet: it would get every extension
+            self._extensions(None)
+        self._verify()
+        return self.outcome
+
+    # 1. the role ---------------------------------------------------------------------------
+    def _role(self) -> None:
+        spec, role = self.spec, sql.Identifier(self.spec.role)
+        row = self.s.one(
+            "SELECT rolsuper, rolreplication, rolbypassrls, rolcanlogin, rolcreatedb, rolcreaterole, rolconnlimit "
+            "FROM pg_roles WHERE rolname = %s",
+            spec.role,
+        )
+        verifier = self._verifier()
+        if row is None:
+            password = sql.SQL(" PASSWORD {}").format(sql.Literal(verifier)) if verifier else sql.SQL("")
+            shown = sql.SQL(" PASSWORD {}").format(sql.Literal(REDACTED)) if verifier else sql.SQL("")
+            create = (
+                "CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS CONNECTION LIMIT {}"
+            )
+            base = sql.SQL(create).format(role, _integer(spec.connection_limit))
+            self.s.ddl(f"created role {spec.role}", base + password, base + shown)
+            self.outcome.created = True
+            if not verifier:
+                self.outcome.warnings.append(f"role {spec.role} has no password: it cannot log in with a password yet")
+            return
+        superuser, replication, bypassrls, login, createdb, createrole, connlimit = row
+        dangerous = [
+            n for n, on in (("SUPERUSER", superuser), ("REPLICATION", replication), ("BYPASSRLS", bypassrls)) if on
+        ]
+        if dangerous:
+            raise PermanentError(
+                f"role {spec.role} already exists with {', '.join(dangerous)}; sharedpg neither keeps nor silently "
+                f"removes that: a superuser must run ALTER ROLE {spec.role} NO{' NO'.join(dangerous)}, "
+                "or choose another --role"
+            )
+        if (
+            self.version >= 160000
+            and not self.superuser
+            and not self.s.value("SELECT pg_has_role(%s, 'MEMBER WITH ADMIN OPTION')", spec.role)
+        ):
+            raise PermanentError(
+                f"role {spec.role} exists but was not created by {self.admin} and {self.admin} holds no ADMIN option "
+                f"on it (PostgreSQL 16+): a superuser must run GRANT {spec.role} TO {self.admin} WITH ADMIN OPTION"
+            )
+        drift = [f for f, bad in (("LOGIN", not login), ("NOCREATEDB", createdb), ("NOCREATEROLE", createrole)) if bad]
+        if connlimit != spec.connection_limit:
+            drift.append(f"CONNECTION LIMIT {spec.connection_limit} (was {connlimit})")
+        if drift:
+            alter = "ALTER ROLE {} LOGIN NOCREATEDB NOCREATEROLE CONNECTION LIMIT {}"
+            self.s.ddl(f"altered role {spec.role}: {', '.join(drift)}",
+                       sql.SQL(alter).format(role, _integer(spec.connection_limit)))  # fmt: skip
+        if spec.password is not None and not self._password_matches():
+            self.s.ddl(
+                f"set the password of role {spec.role}",
+                sql.SQL("ALTER ROLE {} PASSWORD {}").format(role, sql.Literal(verifier)),
+                sql.SQL("ALTER ROLE {} PASSWORD {}").format(role, sql.Literal(REDACTED)),
+            )
+
+    def _verifier(self) -> str | None:
+        """The SCRAM verifier, computed here: the plaintext never reaches the server or its log."""
+        if self.spec.password is None:
+            return None
+        raw = self.s.conn.pgconn.encrypt_password(
+            self.spec.password.encode(), self.spec.role.encode(), b"scram-sha-256"
+        )
+        return raw.decode()
+
+    def _password_matches(self) -> bool:
+        assert self.spec.password is not None
+        if self.superuser:
+            stored = self.s.value("SELECT rolpassword FROM pg_authid WHERE rolname = %s", self.spec.role)
+            return scram.matches(stored, self.spec.password, self.spec.role)
+        # pg_authid is unreadable for a non-superuser (RDS too): try a login as the tenant.
+        dbname = self.spec.database if self._database_row() else self.s.conn.info.dbname
+        return bool(self.login_works(self.spec.role, self.spec.password, dbname))
+
+    # 2. membership -------------------------------------------------------------------------
+    def _membership(self) -> None:
+        if self.superuser:
+            return
+        role, admin = sql.Identifier(self.spec.role), sql.Identifier(self.admin)
+        if self.version >= 160000:
+            held = not self.outcome.created and self.s.value(
+                "SELECT pg_has_role(%s, 'SET') AND pg_has_role(%s, 'USAGE')", self.spec.role, self.spec.role
+            )
+            statement = sql.SQL("GRANT {} TO {} WITH INHERIT TRUE, SET TRUE").format(role, admin)
+        else:
+            held = not self.outcome.created and self.s.value("SELECT pg_has_role(%s, 'USAGE')", self.spec.role)
+            statement = sql.SQL("GRANT {} TO {}").format(role, admin)
+        if not held:
+            self.s.ddl(f"granted role {self.spec.role} to admin {self.admin}", statement)
+
+    # 3. the database -----------------------------------------------------------------------
+    def _database_row(self) -> tuple[Any, ...] | None:
+        return self.s.one(
+            "SELECT pg_get_userbyid(datdba), pg_encoding_to_char(encoding) FROM pg_database WHERE datname = %s",
+            self.spec.database,
+        )
+
+    def _database(self) -> bool:
+        spec = self.spec
+        db, role = sql.Identifier(spec.database), sql.Identifier(spec.role)
+        row = self._database_row()
+        if row is None:
+            self.s.ddl(
+                f"created database {spec.database} owned by {spec.role}",
+                sql.SQL("CREATE DATABASE {} OWNER {} TEMPLATE template0 ENCODING {}").format(
+                    db, role, sql.Literal(spec.encoding)
+                ),
+            )
+            self.outcome.created = True
+            return False
+        owner, encoding = row
+        if encoding.replace("-", "").upper() != spec.encoding.replace("-", "").upper():
+            raise PermanentError(
+                f"database {spec.database} exists with encoding {encoding}, not {spec.encoding}; an encoding cannot be "
+                "changed in place and sharedpg never recreates a database: dump, recreate and restore it"
+            )
+        if owner != spec.role:
+            self.s.ddl(
+                f"changed the owner of database {spec.database} from {owner} to {spec.role}",
+                sql.SQL("ALTER DATABASE {} OWNER TO {}").format(db, role),
+            )
+        return True
+
+    # 4. isolation --------------------------------------------------------------------------
+    def _revoke_public(self, db_exists: bool) -> None:
+        spec = self.spec
+        if db_exists:
+            open_to = self.s.one(
+                "SELECT has_database_privilege('public', %s, 'CONNECT'), "
+                "has_database_privilege('public', %s, 'TEMPORARY')",
+                spec.database,
+                spec.database,
+            )
+            if open_to is not None and not any(open_to):
+                return
+        self.s.ddl(
+            f"revoked CONNECT, TEMPORARY on database {spec.database} from PUBLIC",
+            sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(sql.Identifier(spec.database)),
+            as_role=spec.role,
+        )
+
+    # 5. settings ---------------------------------------------------------------------------
+    def _settings(self) -> None:
+        if not self.spec.settings:
+            return
+        current = set(
+            self.s.value("SELECT coalesce(rolconfig, '{}') FROM pg_roles WHERE rolname = %s", self.spec.role) or []
+        )
+        for key, value in self.spec.settings.items():
+            if f"{key}={value}" in current:
+                continue
+            self._check_setting(key)
+            self.s.ddl(
+                f"set {key}={value} for role {self.spec.role}",
+                sql.SQL("ALTER ROLE {} SET {} = {}").format(
+                    sql.Identifier(self.spec.role), sql.Identifier(key), sql.Literal(value)
+                ),
+            )
+
+    def _check_setting(self, key: str) -> None:
+        context = self.s.value("SELECT context FROM pg_settings WHERE name = %s", key)
+        if context is None:
+            raise ConfigError(
+                f"--set {key}: PostgreSQL {self.outcome.server_version} has no parameter {key!r} "
+                "(some exist only on newer servers, e.g. transaction_timeout from 17): drop it for this server"
+            )
+        if context not in ("user", "superuser"):
+            raise ConfigError(f"--set {key}: a {context} parameter cannot be set per role: set it on the server")
+        if context == "superuser" and not self.superuser and not self._may_set(key):
+            raise PermanentError(
+                f"--set {key}: only a superuser may set it: "
+                f"a superuser must run GRANT SET ON PARAMETER {key} TO {self.admin}"
+            )
+
+    def _may_set(self, key: str) -> bool:
+        if self.version < 150000:
+            return False
+        return bool(self.s.value("SELECT has_parameter_privilege(%s, 'SET')", key))
+
+    # 6, 7. inside the tenant's database ----------------------------------------------------
+    def _check_extensions(self) -> None:
+        """Before changing anything: every extension asked for must be available on the server."""
+        for extension in self.spec.extensions:
+            if not self.s.value("SELECT count(*) FROM pg_available_extensions WHERE name = %s", extension):
+                raise PermanentError(
+                    f"--extension {extension}: PostgreSQL {self.outcome.server_version} has no extension "
+                    f"{extension!r} available: install it on the server or drop --extension"
+                )
+
+    def _extensions(self, tdb: psycopg.Connection[Any] | None) -> None:
+        for extension in self.spec.extensions:
+            if tdb is not None and tdb.execute("SELECT 1 FROM pg_extension WHERE extname = %s", [extension]).fetchone():
+                continue
+            create = sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(extension))
+            self.s.ddl(f"created extension {extension} in database {self.spec.database}", create, conn=tdb)
+
+    def _public_schema(self, tdb: psycopg.Connection[Any]) -> None:
+        """13/14-style ``public`` (owned by the bootstrap superuser, CREATE for PUBLIC): lock it down."""
+        row = tdb.execute(
+            "SELECT pg_get_userbyid(nspowner), EXISTS (SELECT 1 "
+            "FROM aclexplode(coalesce(nspacl, acldefault('n', nspowner))) a "
+            "WHERE a.grantee = 0 AND a.privilege_type = 'CREATE') FROM pg_namespace WHERE nspname = 'public'"
+        ).fetchone()
+        if row is None:
+            return
+        owner, public_create = row
+        if not public_create and owner in (self.spec.role, "pg_database_owner"):
+            return
+        may = self.superuser or tdb.execute("SELECT pg_has_role(%s, 'USAGE')", [owner]).fetchone() == (True,)
+        if not may:
+            self.outcome.warnings.append(
+                f"schema public in {self.spec.database} is owned by {owner} and PUBLIC may create in it; {self.admin} "
+                "cannot change that, but no other tenant can connect to the database, so isolation holds"
+            )
+            return
+        self.s.ddl(f"revoked CREATE on schema public in {self.spec.database} from PUBLIC",
+                   sql.SQL("REVOKE CREATE ON SCHEMA public FROM PUBLIC"), conn=tdb)  # fmt: skip
+        give = sql.SQL("ALTER SCHEMA public OWNER TO {}").format(sql.Identifier(self.spec.role))
+        self.s.ddl(f"gave schema public in {self.spec.database} to {self.spec.role}", give, conn=tdb)
+
+    # 8. verify -----------------------------------------------------------------------------
+    def _verify(self) -> None:
+        if self.s.dry_run:
+            return
+        if self.s.value("SELECT has_database_privilege('public', %s, 'CONNECT')", self.spec.database):
+            raise PermanentError(
+                f"database {self.spec.database} still accepts connections from PUBLIC after the REVOKE"
+            )

@@ -1,0 +1,362 @@
+"""``sharedpg ensure-tenant`` on real PostgreSQL 15/16/18, as a superuser admin and as a CREATEROLE CREATEDB
+admin: what each tenant can and cannot do afterwards, re-runs, drift, concurrency, and refusals."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import errors, sql
+
+from tests.conftest import Cli, Result
+from tests.fix_servers import MANAGED_ADMIN, Server
+
+SEED_APPS = ("backstage", "sonarqube", "argo_workflows", "policyreporter", "grafana", "dex")
+
+
+class Tenants:
+    """Runs ensure-tenant as one admin, remembers tenant passwords, and drops what it made."""
+
+    def __init__(self, cli: Cli, pg: Server, admin: str, tmp_path: Path):
+        self.cli, self.pg, self.admin, self.tmp = cli, pg, admin, tmp_path
+        self.passwords: dict[str, str] = {}
+        self.suffix = secrets.token_hex(3)
+
+    def name(self, app: str) -> str:
+        return f"{app}_{self.suffix}"
+
+    def password_file(self, tenant: str, password: str | None = None) -> str:
+        password = password or self.passwords.get(tenant) or secrets.token_urlsafe(24)
+        self.passwords[tenant] = password
+        self.cli.secrets.add(password)
+        path = self.tmp / f"{tenant}.pw"
+        path.write_text(password + "\n")
+        return str(path)
+
+    def ensure(self, tenant: str, *extra: str, password: str | None = None, output: str = "json") -> Result:
+        args = ["ensure-tenant", tenant, "--dsn", self.pg.conninfo(self.admin), "--output", output]
+        if "--tenant-password-file" not in extra:
+            args += ["--tenant-password-file", self.password_file(tenant, password)]
+        return self.cli(*args, *extra, env={"PGPASSWORD": self.pg.password_of(self.admin)})
+
+    def connect(self, tenant: str, dbname: str | None = None) -> psycopg.Connection[Any]:
+        return psycopg.connect(self.pg.conninfo(tenant, dbname or tenant), password=self.passwords[tenant],
+                               autocommit=True)  # fmt: skip
+
+    def drop(self) -> None:
+        with self.pg.connect() as conn:
+            for tenant in (t for t in self.passwords if t.endswith(self.suffix)):  # never "postgres" & co.
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(tenant)))
+                conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(tenant)))
+
+
+@pytest.fixture
+def tenants(cli: Cli, pg: Server, admin: str, tmp_path: Path) -> Iterator[Tenants]:
+    made = Tenants(cli, pg, admin, tmp_path)
+    yield made
+    made.drop()
+
+
+def ok(result: Result) -> dict[str, Any]:
+    assert result.code == 0, result
+    return result.result()
+
+
+def test_six_seed_tenants_each_own_their_database(tenants: Tenants) -> None:
+    names = [tenants.name(app) for app in SEED_APPS]
+    for name in names:
+        report = ok(tenants.ensure(name, "--connection-limit", "10"))
+        assert report["action"] == "created"
+        assert report["admin_kind"] == ("superuser" if tenants.admin == "postgres" else "createrole_createdb")
+    for name in names:
+        with tenants.connect(name) as conn:
+            conn.execute("CREATE TABLE public.first_start (id int)")  # owns public through pg_database_owner (15+)
+            assert conn.execute("SELECT current_database(), current_user").fetchone() == (name, name)
+
+
+def test_other_tenants_cannot_connect_and_nobody_can_create_roles_or_databases(tenants: Tenants) -> None:
+    a, b = tenants.name("grafana"), tenants.name("dex")
+    ok(tenants.ensure(a))
+    ok(tenants.ensure(b))
+    with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
+        tenants.connect(b, dbname=a)
+    with tenants.connect(a) as conn:
+        for statement in ("CREATE ROLE intruder", "CREATE DATABASE intruder"):
+            with pytest.raises(errors.InsufficientPrivilege):
+                conn.execute(statement)
+
+
+def test_connection_limit_is_enforced_by_the_server(tenants: Tenants) -> None:
+    name = tenants.name("policyreporter")
+    ok(tenants.ensure(name, "--connection-limit", "2"))
+    with (
+        tenants.connect(name),
+        tenants.connect(name),
+        pytest.raises(psycopg.OperationalError, match="too many connections for role"),
+    ):
+        tenants.connect(name)
+
+
+def test_rerun_is_unchanged_and_runs_no_ddl(tenants: Tenants, pg: Server) -> None:
+    name = tenants.name("sonarqube")
+    args = ("--connection-limit", "20", "--set", "statement_timeout=15min")
+    ok(tenants.ensure(name, *args))
+    before = len(pg.server_log())
+    again = ok(tenants.ensure(name, *args))
+    assert again["action"] == "unchanged" and again["changes"] == []
+    ddl = [line for line in pg.server_log()[before:].splitlines() if "statement:" in line]
+    assert ddl == []
+    text = tenants.ensure(name, *args, output="text")
+    assert text.stdout == f"{name}: unchanged (PostgreSQL {again['server_version']}, {again['admin_kind']} admin)\n"
+
+
+def test_plaintext_password_reaches_neither_output_nor_server_log(tenants: Tenants, pg: Server) -> None:
+    name = tenants.name("backstage")
+    ok(tenants.ensure(name))  # the cli fixture scans every output for the password
+    ok(tenants.ensure(name, password="a-rotated-password-123"))
+    assert "statement: CREATE ROLE" in pg.server_log()  # DDL is logged: the check below means something
+    for password in tenants.passwords.values():
+        assert password not in pg.server_log()
+    with tenants.connect(name):  # and the rotated password is the one that works
+        pass
+
+
+def test_drift_is_repaired_in_one_run_field_by_field(tenants: Tenants, pg: Server) -> None:
+    name = tenants.name("argo_workflows")
+    ok(tenants.ensure(name, "--connection-limit", "10"))
+    role, database = sql.Identifier(name), sql.Identifier(name)
+    other_owner = sql.Identifier(tenants.admin)  # someone else the admin may take it from
+    pg.admin_sql(sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO PUBLIC").format(database))
+    pg.admin_sql(sql.SQL("ALTER ROLE {} CONNECTION LIMIT 99 CREATEDB PASSWORD 'changed-by-hand'").format(role))
+    pg.admin_sql(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(database, other_owner))
+    report = ok(tenants.ensure(name, "--connection-limit", "10"))
+    changes = "\n".join(report["changes"])
+    assert report["action"] == "updated"
+    assert "NOCREATEDB" in changes and "CONNECTION LIMIT 10 (was 99)" in changes
+    assert "set the password" in changes
+    assert f"changed the owner of database {name} from {tenants.admin} to {name}" in changes
+    assert "revoked CONNECT, TEMPORARY" in changes
+    assert ok(tenants.ensure(name, "--connection-limit", "10"))["action"] == "unchanged"
+    with tenants.connect(name) as conn:
+        assert conn.execute(
+            "SELECT rolcreatedb, rolconnlimit FROM pg_roles WHERE rolname = current_user"
+        ).fetchone() == (False, 10)
+
+
+def test_eight_concurrent_runs_for_one_tenant_all_succeed(tenants: Tenants) -> None:
+    name = tenants.name("grafana")
+    pw = tenants.password_file(name)
+    args = ["ensure-tenant", name, "--dsn", tenants.pg.conninfo(tenants.admin), "--tenant-password-file", pw,
+            "--connection-limit", "10", "--set", "statement_timeout=60s", "--output", "json"]  # fmt: skip
+    env = {"PGPASSWORD": tenants.pg.password_of(tenants.admin)}
+    runs = [tenants.cli.start(*args, env=env) for _ in range(8)]
+    results = [run.finish(timeout=120) for run in runs]
+    assert [r.code for r in results] == [0] * 8, [r.stderr for r in results if r.code]
+    actions = sorted(r.result()["action"] for r in results)
+    assert actions == ["created"] + ["unchanged"] * 7
+
+
+def test_role_created_by_a_superuser_is_refused_on_16_for_a_managed_admin(tenants: Tenants, pg: Server) -> None:
+    if tenants.admin != MANAGED_ADMIN:
+        pytest.skip("a superuser admin may manage any role")
+    name = tenants.name("backstage")
+    tenants.password_file(name)
+    pg.admin_sql(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(name)))
+    result = tenants.ensure(name)
+    if pg.major >= 16:
+        assert result.code == 3, result
+        assert f"GRANT {name} TO {MANAGED_ADMIN} WITH ADMIN OPTION" in result.stderr
+    else:
+        assert ok(result)["action"] == "created"  # 15: CREATEROLE covers any non-superuser role
+
+
+def test_existing_superuser_role_is_refused_not_demoted(tenants: Tenants, pg: Server) -> None:
+    name = tenants.name("dex")
+    tenants.password_file(name)
+    pg.admin_sql(sql.SQL("CREATE ROLE {} LOGIN SUPERUSER").format(sql.Identifier(name)))
+    result = tenants.ensure(name)
+    assert result.code == 3, result
+    assert "SUPERUSER" in result.stderr and f"ALTER ROLE {name} NOSUPERUSER" in result.stderr
+    assert pg.admin_sql("SELECT rolsuper FROM pg_roles WHERE rolname = %s", name) == [(True,)]
+
+
+@pytest.mark.parametrize("bad", ['x"; drop table y; --', "Grafana", "pg_stats", "postgres", "template1", "a" * 64])
+def test_invalid_reserved_and_injection_names_create_nothing(tenants: Tenants, pg: Server, bad: str) -> None:
+    roles_before = pg.admin_sql("SELECT count(*) FROM pg_roles")
+    result = tenants.ensure(bad)
+    assert result.code == 2, result
+    assert len(result.log_lines) == 1
+    assert pg.admin_sql("SELECT count(*) FROM pg_roles") == roles_before
+
+
+def test_admin_own_name_is_refused(tenants: Tenants) -> None:
+    result = tenants.ensure(tenants.admin)
+    assert result.code == 2, result
+    assert "admin's own role" in result.stderr or "reserved by PostgreSQL" in result.stderr
+
+
+def test_dry_run_prints_the_sql_and_changes_nothing(tenants: Tenants, pg: Server) -> None:
+    name = tenants.name("sonarqube")
+    result = tenants.ensure(name, "--dry-run", "--set", "statement_timeout=15min", output="text")
+    assert result.code == 0, result
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f'CREATE ROLE "{name}" LOGIN NOSUPERUSER') and "PASSWORD '<redacted>'" in lines[0]
+    assert any(line.startswith(f'CREATE DATABASE "{name}" OWNER "{name}" TEMPLATE template0') for line in lines)
+    assert any("REVOKE CONNECT, TEMPORARY" in line for line in lines)
+    assert pg.admin_sql("SELECT count(*) FROM pg_roles WHERE rolname = %s", name) == [(0,)]
+
+
+def test_role_settings_apply_to_tenant_sessions(tenants: Tenants) -> None:
+    name = tenants.name("sonarqube")
+    ok(tenants.ensure(name, "--set", "statement_timeout=15min", "--set", "lock_timeout=5s"))
+    with tenants.connect(name) as conn:
+        assert conn.execute(
+            "SELECT current_setting('statement_timeout'), current_setting('lock_timeout')"
+        ).fetchone() == (
+            "15min",
+            "5s",
+        )
+
+
+def test_setting_newer_than_the_server_names_the_version(tenants: Tenants, pg: Server) -> None:
+    name = tenants.name("argo_workflows")
+    result = tenants.ensure(name, "--set", "transaction_timeout=10min")
+    if pg.major >= 17:
+        ok(result)
+    else:
+        assert result.code == 2, result
+        assert f"PostgreSQL {pg.major}." in result.stderr and "transaction_timeout" in result.stderr
+
+
+def test_missing_extension_is_refused_before_anything_is_created(tenants: Tenants, pg: Server) -> None:
+    name = tenants.name("grafana")
+    result = tenants.ensure(name, "--extension", "no_such_extension")
+    assert result.code == 3 and "no_such_extension" in result.stderr, result
+    assert pg.admin_sql("SELECT count(*) FROM pg_roles WHERE rolname = %s", name) == [(0,)]
+
+
+def test_available_extension_is_created_once(tenants: Tenants, pg: Server) -> None:
+    rows = pg.admin_sql("SELECT DISTINCT name, trusted FROM pg_available_extension_versions WHERE name <> 'plpgsql'")
+    trusted = sorted(name for name, is_trusted in rows if is_trusted)
+    untrusted = sorted(name for name, is_trusted in rows if not is_trusted)
+    name = tenants.name("backstage")
+    if trusted:
+        assert "created extension" in "\n".join(ok(tenants.ensure(name, "--extension", trusted[0]))["changes"])
+        assert ok(tenants.ensure(name, "--extension", trusted[0]))["action"] == "unchanged"
+    if untrusted and tenants.admin == MANAGED_ADMIN:  # only a superuser may create an untrusted one
+        result = tenants.ensure(tenants.name("dex"), "--extension", untrusted[0])
+        assert result.code == 3 and "superuser" in result.stderr.lower(), result
+
+
+def test_existing_database_with_another_encoding_is_refused(tenants: Tenants, pg: Server) -> None:
+    name = tenants.name("sonarqube")
+    tenants.password_file(name)
+    pg.admin_sql(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'LATIN1'").format(sql.Identifier(name)))
+    result = tenants.ensure(name)
+    assert result.code == 3 and "LATIN1" in result.stderr and "dump" in result.stderr, result
+
+
+def test_pre_15_public_schema_is_locked_down_or_reported(tenants: Tenants, pg: Server) -> None:
+    """An adopted database whose public schema is as before 15: owned by the superuser, CREATE for PUBLIC."""
+    name = tenants.name("policyreporter")
+    tenants.password_file(name)
+    pg.admin_sql(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
+    with pg.connect(dbname=name) as conn:
+        conn.execute("ALTER SCHEMA public OWNER TO postgres")
+        conn.execute("GRANT CREATE ON SCHEMA public TO PUBLIC")
+    if tenants.admin != "postgres":
+        pg.admin_sql(
+            sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(name), sql.Identifier(tenants.admin))
+        )
+    report = ok(tenants.ensure(name))
+    if tenants.admin == "postgres":
+        assert any("revoked CREATE on schema public" in c for c in report["changes"])
+        with tenants.connect(name) as conn:
+            owner = conn.execute(
+                "SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = 'public'"
+            ).fetchone()
+            assert owner == (name,)
+    else:
+        assert any("schema public" in w and "isolation holds" in w for w in report["warnings"])
+
+
+APP_FIRST_START: dict[str, Callable[[psycopg.Connection[Any]], None]] = {}
+
+
+def first_start(
+    app: str,
+) -> Callable[[Callable[[psycopg.Connection[Any]], None]], Callable[[psycopg.Connection[Any]], None]]:
+    def register(fn: Callable[[psycopg.Connection[Any]], None]) -> Callable[[psycopg.Connection[Any]], None]:
+        APP_FIRST_START[app] = fn
+        return fn
+
+    return register
+
+
+@first_start("argo_workflows")
+def _argo(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("CREATE TABLE IF NOT EXISTS schema_history (schema_version int NOT NULL)")
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS argo_archived_workflows (clustername varchar(64) NOT NULL, "
+        "uid varchar(128) NOT NULL, instanceid varchar(64), name varchar(256), namespace varchar(256), "
+        "workflow json, startedat timestamp, finishedat timestamp, PRIMARY KEY (clustername, uid))"
+    )
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS argo_archived_workflows_labels (clustername varchar(64) NOT NULL, "
+        "uid varchar(128) NOT NULL, name varchar(317) NOT NULL, value varchar(63) NOT NULL, "
+        "PRIMARY KEY (clustername, uid, name), FOREIGN KEY (clustername, uid) "
+        "REFERENCES argo_archived_workflows(clustername, uid) ON DELETE CASCADE)"
+    )
+    conn.execute("CREATE INDEX argo_archived_workflows_i1 ON argo_archived_workflows (clustername, namespace)")
+
+
+@first_start("grafana")
+def _grafana(conn: psycopg.Connection[Any]) -> None:
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS migration_log (id SERIAL PRIMARY KEY, migration_id VARCHAR(255) NOT NULL, "
+        "sql TEXT NOT NULL, success BOOL NOT NULL, error TEXT NOT NULL, timestamp TIMESTAMP NOT NULL)"
+    )
+    conn.execute("CREATE TABLE dashboard (id BIGSERIAL PRIMARY KEY, data TEXT NOT NULL)")
+
+
+@first_start("backstage")
+def _backstage(conn: psycopg.Connection[Any]) -> None:
+    # pluginDivisionMode: schema, ensureExists: false: one schema per plugin in the tenant's own database
+    for plugin in ("catalog", "scaffolder", "auth"):
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(plugin)))
+        conn.execute(
+            sql.SQL("CREATE TABLE {}.knex_migrations (id serial PRIMARY KEY, name text)").format(sql.Identifier(plugin))
+        )
+
+
+@first_start("sonarqube")
+def _sonarqube(conn: psycopg.Connection[Any]) -> None:
+    assert conn.execute(
+        "SELECT pg_encoding_to_char(encoding) FROM pg_database WHERE datname = current_database()"
+    ).fetchone() == ("UTF8",)
+    conn.execute("CREATE TABLE schema_migrations (version varchar(255) NOT NULL)")
+    conn.execute("CREATE SEQUENCE projects_seq")
+
+
+@first_start("dex")
+def _dex(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("CREATE TABLE migrations (num integer NOT NULL, at timestamptz NOT NULL)")
+    conn.execute("CREATE TABLE client (id text NOT NULL PRIMARY KEY, secret text NOT NULL)")
+
+
+@first_start("policyreporter")
+def _policyreporter(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("CREATE TABLE policy_report (id text PRIMARY KEY, name text, created timestamptz)")
+    conn.execute("CREATE TEMP TABLE scratch (id int)")  # the owner keeps TEMPORARY
+
+
+@pytest.mark.parametrize("app", SEED_APPS)
+def test_each_app_first_start_ddl_works_as_its_tenant(tenants: Tenants, app: str) -> None:
+    name = tenants.name(app)
+    ok(tenants.ensure(name, "--set", "statement_timeout=15min"))
+    with tenants.connect(name) as conn:
+        APP_FIRST_START[app](conn)
