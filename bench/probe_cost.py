@@ -3,9 +3,9 @@
 Starts its own server (PostgreSQL 15 from Debian when present, else the first one found) with SCRAM
 password authentication on loopback, then runs the commands alternately N times each and prints the
 median CPU time (user + system, from the kernel's rusage of each child), wall time and peak RSS,
-and the ratios against psql. Run it with the project's venv::
+and the ratios against psql. Run it from the checkout's root with the project's venv::
 
-    .venv/bin/python bench/probe_cost.py [--runs 10] [--major 15]
+    .venv/bin/python -m bench.probe_cost [--runs 10] [--major 15]
 
 The target (issue 2): ``wait-for-db --once`` at login level within 1.3x psql's CPU and 20 MiB peak
 RSS, and ``--require reachable --once`` no worse. It measures a regular install of this checkout,
@@ -17,57 +17,11 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import shutil
 import statistics
-import subprocess
 import sys
-from pathlib import Path
 
+from bench.common import measure, regular_install, server_installation, tool
 from sharedpg_tools import localserver
-
-# Linux keeps a process's peak RSS across exec, so a child forked (or vforked) from this benchmark
-# would report at least this Python process's RSS. Each command is therefore started by a small
-# launcher (a bare interpreter, far smaller than anything measured) that forks, execs and reports.
-_LAUNCHER = """
-import os, sys, time
-started = time.monotonic()
-pid = os.fork()
-if pid == 0:
-    null = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(null, 1)
-    os.dup2(null, 2)
-    os.execv(sys.argv[1], sys.argv[1:])
-_, status, usage = os.wait4(pid, 0)
-print(usage.ru_utime + usage.ru_stime, time.monotonic() - started, usage.ru_maxrss, os.waitstatus_to_exitcode(status))
-"""
-
-
-def measure(command: list[str], env: dict[str, str]) -> tuple[float, float, float]:
-    """CPU seconds, wall seconds and peak RSS (MiB) of one run; the run must succeed."""
-    out = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", _LAUNCHER, *command], env=env, capture_output=True, text=True, check=True
-    ).stdout.split()
-    cpu, wall, rss_kib, code = float(out[0]), float(out[1]), int(out[2]), int(out[3])
-    if code != 0:
-        raise SystemExit(f"{' '.join(command)} failed with exit {code}")
-    return cpu, wall, rss_kib / 1024
-
-
-def regular_install() -> str:
-    """Install this checkout (not editable) into bench/.probe-venv, as the image does; return its sharedpg."""
-    root = Path(__file__).resolve().parent.parent
-    venv = root / "bench" / ".probe-venv"
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    if not (venv / "bin" / "sharedpg").exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([*pip, str(root)], check=True)
-    subprocess.run([*pip, "--no-deps", "--force-reinstall", str(root)], check=True)
-    return str(venv / "bin" / "sharedpg")
-
-
-def tool(name: str, bindir: Path) -> str:
-    """The client as a platform engineer has it (on PATH), else the server installation's."""
-    return shutil.which(name) or str(bindir / name)
 
 
 def main() -> int:
@@ -81,9 +35,7 @@ def main() -> int:
         "to every start that the image does not have]",
     )
     args = parser.parse_args()
-    installation = localserver.find(args.major or 15) or localserver.find(args.major)
-    if installation is None:
-        raise SystemExit("no PostgreSQL server binaries found")
+    installation = server_installation(args.major)
     password = secrets.token_urlsafe(18)
     sharedpg = args.sharedpg or regular_install()
     with localserver.LocalServer(installation, password) as server:

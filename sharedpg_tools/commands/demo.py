@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,8 @@ def _finish(number: int, step: Step, proc: subprocess.Popen[str]) -> bool:
     print(f"    $ sharedpg {shlex.join(step.args)}")
     for line in err.strip().splitlines():
         print(f"    | {line}")
-    print(f"    stdout: {out.strip()}")
+    for line in out.strip().splitlines():
+        print(f"    > {line}")
     print(f"    exit {proc.returncode} ({'as expected' if ok else f'EXPECTED {step.expect}'})")
     return ok
 
@@ -94,40 +96,64 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
             f"The password is generated and only ever read from {pwfile}."
         )
         log.info("demo starting", server_major=server.major, port=server.port, source=installation.source)
+        tenant_pw = Path(tmp) / "sonarqube-password"
+        tenant_pw.write_text(secrets.token_urlsafe(24) + "\n")
+        logs.register_secret(tenant_pw.read_text().strip())
+        ensure = ["ensure-tenant", "sonarqube", "--dsn", server.conninfo(), "--password-file", str(pwfile),
+                  "--tenant-password-file", str(tenant_pw), "--connection-limit", "20",
+                  "--set", "statement_timeout=15min"]  # fmt: skip
+        as_tenant = [
+            "wait-for-db",
+            "--dsn",
+            server.conninfo("sonarqube", "sonarqube"),
+            "--password-file",
+            str(tenant_pw),
+        ]
+        steps: list[tuple[Step, Callable[[], object] | None]] = [
+            (Step("the server is not started yet: one probe attempt (exec probe mode)", [*base, "--once"], 1), None),
+            (
+                Step(
+                    "an initContainer waits while the server starts (started 1 s later)",
+                    [*base, "--timeout", "60", "--output", "json"],
+                    ExitCode.OK,
+                ),
+                server.start,
+            ),
+            (Step("the bootstrap Job ensures SonarQube's tenant as the admin", ensure, ExitCode.OK), None),
+            (Step("run again: nothing to do, no DDL", ensure, ExitCode.OK), None),
+            (
+                Step(
+                    f"SonarQube's initContainer waits as its tenant for {_DEMO_TABLE} (made 1 s later)",
+                    [*as_tenant, "--require-table", _DEMO_TABLE, "--timeout", "60"],
+                    ExitCode.OK,
+                ),
+                lambda: _create_demo_table(server, tenant_pw.read_text().strip()),
+            ),
+            (
+                Step(
+                    "a wrong password with --fail-fast: exit 3 at once, with the hint",
+                    ["wait-for-db", "--dsn", server.conninfo(), "--password-file", str(wrong), "--fail-fast"],
+                    ExitCode.PERMANENT,
+                ),
+                None,
+            ),
+            (
+                Step(
+                    "a server outside the supported range: exit 3 at once, naming the version",
+                    [*base, "--server-version", f"<{server.major}"],
+                    ExitCode.PERMANENT,
+                ),
+                None,
+            ),
+        ]
         results = []
         try:
-            probe = Step("the server is not started yet: one probe attempt (exec probe mode)", [*base, "--once"], 1)
-            results.append(_finish(1, probe, _start(probe)))
-            waiting = Step(
-                "an initContainer waits while the server starts (started 1 s after the command)",
-                [*base, "--timeout", "60", "--output", "json"],
-                ExitCode.OK,
-            )
-            proc = _start(waiting)
-            time.sleep(1.0)
-            server.start()
-            results.append(_finish(2, waiting, proc))
-            tables = Step(
-                f"wait for another component's migrations: {_DEMO_TABLE} is created 1 s later",
-                [*base, "--require-table", _DEMO_TABLE, "--timeout", "60"],
-                ExitCode.OK,
-            )
-            proc = _start(tables)
-            time.sleep(1.0)
-            _create_demo_table(server, password)
-            results.append(_finish(3, tables, proc))
-            bad = Step(
-                "a wrong password with --fail-fast: exit 3 at once, with the hint",
-                ["wait-for-db", "--dsn", server.conninfo(), "--password-file", str(wrong), "--fail-fast"],
-                ExitCode.PERMANENT,
-            )
-            results.append(_finish(4, bad, _start(bad)))
-            version = Step(
-                "a server outside the supported range: exit 3 at once, naming the version",
-                [*base, "--server-version", f"<{server.major}"],
-                ExitCode.PERMANENT,
-            )
-            results.append(_finish(5, version, _start(version)))
+            for number, (step, meanwhile) in enumerate(steps, 1):
+                proc = _start(step)
+                if meanwhile is not None:
+                    time.sleep(1.0)
+                    meanwhile()
+                results.append(_finish(number, step, proc))
         finally:
             server.stop()
     passed = sum(results)
@@ -137,8 +163,8 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def _create_demo_table(server: localserver.LocalServer, password: str) -> None:
-    """Stand in for an app's migrations (psycopg: the demo is not on the probe path)."""
+    """Stand in for SonarQube's migrations, as its tenant (psycopg: the demo is not on the probe path)."""
     import psycopg
 
-    with psycopg.connect(server.conninfo(), password=password, autocommit=True) as conn:
+    with psycopg.connect(server.conninfo("sonarqube", "sonarqube"), password=password, autocommit=True) as conn:
         conn.execute(f"CREATE TABLE {_DEMO_TABLE} (version int)")
