@@ -42,10 +42,10 @@ def regular_install() -> str:
     root = Path(__file__).resolve().parent.parent
     venv = root / "bench" / ".probe-venv"
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    if not (venv / "bin" / "sharedpg").exists():
+    if not (venv / "bin" / "python").exists():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([*pip, str(root)], check=True)
-    subprocess.run([*pip, "--no-deps", "--force-reinstall", str(root)], check=True)
+    subprocess.run([*pip, str(root)], check=True)  # dependencies, new ones included
+    subprocess.run([*pip, "--no-deps", "--force-reinstall", str(root)], check=True)  # this checkout's code
     return str(venv / "bin" / "sharedpg")
 
 

@@ -24,6 +24,7 @@ from sharedpg_tools.settings import Context, add_common
 COMMANDS: dict[str, tuple[str, str]] = {
     "wait-for-db": ("wait_for_db", "wait until PostgreSQL is ready for this app (initContainer, exec probe)"),
     "ensure-tenant": ("ensure_tenant", "ensure one app's role and database on the shared server (idempotent)"),
+    "bootstrap": ("bootstrap", "the init Job: every tenant of a spec ensured, credentials in Vault or files"),
     "demo": ("demo", "start a throwaway local PostgreSQL and show the commands at work"),
 }
 
@@ -134,7 +135,8 @@ def _log_error(command: str | None, exc: SharedpgError) -> None:
     log = logs.get_logger(command=command)
     fields = {"exit_code": int(exc.exit_code), "hint": exc.hint}
     if isinstance(exc, ConfigError):
-        log.error("usage error", error=str(exc), **fields)
+        for problem in exc.problems:
+            log.error("usage error", error=problem, **fields)
     elif isinstance(exc, Interrupted):
         log.warning("interrupted", error=str(exc), **fields)
     else:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import psycopg
 
 from sharedpg_tools import probe
-from sharedpg_tools.errors import SharedpgError
+from sharedpg_tools.errors import ConfigError, PermanentError, SharedpgError
 from sharedpg_tools.waiter import escalate
 
 _CLASSIFY_TIMEOUT_S = 10.0
@@ -30,3 +30,17 @@ def connect(params: dict[str, str], fail_fast: bool = True) -> psycopg.Connectio
         except probe.AttemptFailed as failed:
             raise escalate(failed, fail_fast) from None
         raise SharedpgError(f"could not connect: {str(exc).strip().splitlines()[0]}") from None
+
+
+def explain(exc: psycopg.Error) -> SharedpgError:
+    """A server error met while provisioning, as the operator needs it: message, detail, hint, exit code."""
+    diag = exc.diag
+    text = diag.message_primary or str(exc).strip()
+    for extra in (diag.message_detail, diag.message_hint):
+        if extra:
+            text += f" ({extra})"
+    if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+        return PermanentError(f"{text}: the admin lacks a privilege for this step", "a superuser must grant it")
+    if isinstance(exc, (psycopg.errors.InvalidParameterValue, psycopg.errors.UndefinedObject)):
+        return ConfigError(f"{text}: fix the value given")
+    return SharedpgError(text)

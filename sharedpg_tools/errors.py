@@ -16,9 +16,16 @@ class SharedpgError(Exception):
 
 
 class ConfigError(SharedpgError, ValueError):
-    """Bad flag, environment value or file: exit 2 before any connection is tried."""
+    """Bad flag, environment value or file: exit 2 before any connection is tried.
+
+    ``problems`` lists every problem found (a spec may have several); each is logged on its own line.
+    """
 
     exit_code = ExitCode.USAGE
+
+    def __init__(self, message: str, hint: str | None = None, problems: list[str] | None = None):
+        super().__init__(message, hint)
+        self.problems = problems or [message]
 
 
 class PermanentError(SharedpgError):

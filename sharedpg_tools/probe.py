@@ -50,6 +50,13 @@ class Ready:
         self.version = version
 
 
+def where(target: dict[str, str] | None) -> str | None:
+    """``user@host:port/dbname`` for logs and reports (never a password)."""
+    if not target:
+        return None
+    return f"{target.get('user', '')}@{target.get('host', '')}:{target.get('port', '')}/{target.get('dbname', '')}"
+
+
 class AttemptFailed(Exception):
     def __init__(self, failure: Failure, target: dict[str, str] | None = None):
         super().__init__(failure.message)

@@ -29,8 +29,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from sharedpg_tools import scram
+from sharedpg_tools import db, probe, scram
 from sharedpg_tools.errors import ConfigError, PermanentError, SharedpgError
+from sharedpg_tools.settings import Target
 
 NAME_PATTERN = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 RESERVED = frozenset({"postgres", "template0", "template1", "public", "none", "current_user", "current_role",
@@ -195,24 +196,32 @@ def provisioning_lock(conn: psycopg.Connection[Any], timeout_s: float) -> Iterat
     try:
         yield
     finally:
-        if not conn.closed:
+        if not conn.closed and not conn.broken:  # a lost connection has released it already
             conn.execute("SELECT pg_advisory_unlock(%s)", [LOCK_KEY])
+
+
+def login_works(target: Target, role: str, password: str, dbname: str) -> bool:
+    """Can ``role`` log into ``dbname`` with ``password``? (One lean attempt, as wait-for-db makes.)"""
+    try:
+        probe.attempt_params(target.params(user=role, password=password, dbname=dbname), probe.Requirement(), 10.0)
+    except probe.AttemptFailed:
+        return False
+    return True
 
 
 class Ensurer:
     """Brings one tenant to its spec over an admin connection to the maintenance database.
 
-    ``connect_to(dbname)`` opens another admin connection (to the tenant's database, for steps that
-    must run there); ``login_works(role, password, dbname)`` says whether a tenant login succeeds.
+    ``target`` is how the admin connects: used again to reach the tenant's own database (for steps
+    that must run there) and, with the tenant's credentials, to try its login.
     """
 
-    def __init__(self, conn: psycopg.Connection[Any], spec: TenantSpec, dry_run: bool,
-                 connect_to: Any, login_works: Any):  # fmt: skip
+    def __init__(self, conn: psycopg.Connection[Any], spec: TenantSpec, dry_run: bool, target: Target):
         self.spec = spec
         self.outcome = Outcome(spec)
         self.s = _Session(conn, self.outcome, dry_run)
-        self.connect_to = connect_to
-        self.login_works = login_works
+        self.target = target
+        self._adopted = False
         row = self.s.one(
             "SELECT current_setting('server_version_num')::int, current_setting('server_version'), current_user, "
             "r.rolsuper, r.rolcreaterole, r.rolcreatedb FROM pg_roles r WHERE r.rolname = current_user"
@@ -235,14 +244,19 @@ class Ensurer:
         db_exists = self._database()
         self._revoke_public(db_exists)
         self._settings()
-        if db_exists or not self.s.dry_run:
-            with self.connect_to(self.spec.database) as tdb:
+        if not db_exists and self.s.dry_run:  # the database would be new: it would get every extension
+            self._extensions(None)
+        elif self._tenant_database_to_check():
+            with db.connect(self.target.params(dbname=self.spec.database)) as tdb:
                 self._extensions(tdb)
                 self._public_schema(tdb)
-        else:  # a dry run for a database that does not exist yet: it would get every extension
-            self._extensions(None)
         self._verify()
         return self.outcome
+
+    def _tenant_database_to_check(self) -> bool:
+        """Steps 6 and 7 need a connection to the tenant's database; skip it when they cannot change
+        anything: 15+ makes ``public`` right in every database we create from template0 and keep."""
+        return bool(self.spec.extensions) or self.version < 150000 or self._adopted
 
     # 1. the role ---------------------------------------------------------------------------
     def _role(self) -> None:
@@ -314,7 +328,7 @@ class Ensurer:
             return scram.matches(stored, self.spec.password, self.spec.role)
         # pg_authid is unreadable for a non-superuser (RDS too): try a login as the tenant.
         dbname = self.spec.database if self._database_row() else self.s.conn.info.dbname
-        return bool(self.login_works(self.spec.role, self.spec.password, dbname))
+        return login_works(self.target, self.spec.role, self.spec.password, dbname)
 
     # 2. membership -------------------------------------------------------------------------
     def _membership(self) -> None:
@@ -359,6 +373,7 @@ class Ensurer:
                 "changed in place and sharedpg never recreates a database: dump, recreate and restore it"
             )
         if owner != spec.role:
+            self._adopted = True  # someone else's database: its public schema is checked too
             self.s.ddl(
                 f"changed the owner of database {spec.database} from {owner} to {spec.role}",
                 sql.SQL("ALTER DATABASE {} OWNER TO {}").format(db, role),

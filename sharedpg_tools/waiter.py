@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from sharedpg_tools.classify import Failure
 from sharedpg_tools.errors import ConfigError, DeadlineExceeded, PermanentError, SharedpgError
-from sharedpg_tools.probe import AttemptFailed, Ready
+from sharedpg_tools.probe import AttemptFailed, Ready, where
 
 # The probe path must not import typing (~3 ms of CPU per probe): names for annotations only.
 TYPE_CHECKING = False
@@ -67,22 +67,30 @@ def escalate(exc: AttemptFailed, fail_fast: bool) -> SharedpgError:
 
 
 class Waiter:
-    """Runs ``attempt(timeout)`` under a policy; ``on_failure`` is told of each failed attempt."""
+    """Runs ``attempt(timeout)`` under a policy, logging each failure as an operator needs it:
+    at warning the first time and whenever it changes, at debug while it repeats."""
 
-    def __init__(
-        self,
-        attempt: Callable[[float], Ready],
-        policy: Policy,
-        on_failure: Callable[[NotReadyYet, int, float, float], None],
-        on_stabilizing: Callable[[float], None],
-    ):
+    def __init__(self, attempt: Callable[[float], Ready], policy: Policy, log: Any):
         self.attempt = attempt
         self.policy = policy
-        self.on_failure = on_failure
-        self.on_stabilizing = on_stabilizing
+        self.log = log
         self.attempts = 0
+        self.last: NotReadyYet | None = None
         self.started = time.monotonic()
         self._stable_since: float | None = None
+
+    def on_failure(self, error: NotReadyYet, next_delay: float) -> None:
+        changed = self.last is None or not error.failure.same_as(self.last.failure)
+        self.last = error
+        emit = self.log.warning if changed else self.log.debug
+        emit(
+            "not ready",
+            attempt=self.attempts,
+            elapsed_s=round(self.elapsed(), 3),
+            next_delay_s=round(next_delay, 3),
+            target=where(error.target),
+            **error.failure.fields(),
+        )
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -95,7 +103,11 @@ class Waiter:
 
         :raises NotReadyYet: when it failed in a way a later attempt might not.
         """
-        return self._one()
+        try:
+            return self._one()
+        except NotReadyYet as exc:
+            self.last = exc
+            raise
 
     def _one(self) -> Ready:
         self.attempts += 1
@@ -119,7 +131,7 @@ class Waiter:
         held = now - self._stable_since
         if held >= self.policy.stable:
             return ready
-        self.on_stabilizing(held)
+        self.log.debug("ready, holding for --stable", held_s=round(held, 3), stable_s=self.policy.stable)
         raise Stabilizing(f"ready for {held:.1f} s of the --stable {self.policy.stable:g} s")
 
     def until_ready(self) -> Ready:
@@ -142,7 +154,7 @@ class Waiter:
         def report(state: Any) -> None:
             error = state.outcome.exception()
             if isinstance(error, NotReadyYet):
-                self.on_failure(error, self.attempts, self.elapsed(), state.upcoming_sleep)
+                self.on_failure(error, state.upcoming_sleep)
 
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_delay(self.policy.timeout) if self.policy.timeout else tenacity.stop_never,
@@ -154,7 +166,7 @@ class Waiter:
         try:
             return retrying(self._one_stable)
         except NotReadyYet as exc:
-            self.on_failure(exc, self.attempts, self.elapsed(), 0.0)
+            self.on_failure(exc, 0.0)
             raise DeadlineExceeded(
                 f"not ready after {self.elapsed():.1f} s and {self.attempts} attempts: {exc.failure.message}",
                 exc.failure.hint,

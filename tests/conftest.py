@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-pytest_plugins = ["tests.fix_servers", "tests.fix_proxy"]
+pytest_plugins = ["tests.fix_servers", "tests.fix_proxy", "tests.fix_vault"]
 
 ROOT = Path(__file__).resolve().parent.parent
 

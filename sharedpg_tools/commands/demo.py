@@ -96,7 +96,9 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
             f"The password is generated and only ever read from {pwfile}."
         )
         log.info("demo starting", server_major=server.major, port=server.port, source=installation.source)
-        tenant_pw = Path(tmp) / "sonarqube-password"
+        password_dir = Path(tmp) / "passwords"  # bootstrap --no-vault keeps each tenant's password here
+        password_dir.mkdir(mode=0o700)
+        tenant_pw = password_dir / "sonarqube"
         tenant_pw.write_text(secrets.token_urlsafe(24) + "\n")
         logs.register_secret(tenant_pw.read_text().strip())
         ensure = ["ensure-tenant", "sonarqube", "--dsn", server.conninfo(), "--password-file", str(pwfile),
@@ -121,6 +123,43 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
             ),
             (Step("the bootstrap Job ensures SonarQube's tenant as the admin", ensure, ExitCode.OK), None),
             (Step("run again: nothing to do, no DDL", ensure, ExitCode.OK), None),
+            (
+                Step(
+                    "the bootstrap Job: every app of the built-in spec (no Vault here: passwords are generated "
+                    f"into {password_dir}, never printed; SonarQube's is already there)",
+                    [
+                        "bootstrap",
+                        "--dsn",
+                        server.conninfo(),
+                        "--password-file",
+                        str(pwfile),
+                        "--no-vault",
+                        "--password-dir",
+                        str(password_dir),
+                        "--fuse",
+                        "backstage=on",
+                        "--fuse",
+                        "cicd=on",
+                    ],
+                    ExitCode.OK,
+                ),
+                None,
+            ),
+            (
+                Step(
+                    "Grafana's initContainer, as its tenant, with the password bootstrap generated",
+                    [
+                        "wait-for-db",
+                        "--dsn",
+                        server.conninfo("grafana", "grafana"),
+                        "--password-file",
+                        str(password_dir / "grafana"),
+                        "--once",
+                    ],
+                    ExitCode.OK,
+                ),
+                None,
+            ),
             (
                 Step(
                     f"SonarQube's initContainer waits as its tenant for {_DEMO_TABLE} (made 1 s later)",

@@ -18,8 +18,8 @@ from typing import Any
 
 import psycopg
 
-from sharedpg_tools import db, logs, probe
-from sharedpg_tools.errors import ConfigError, PermanentError, SharedpgError
+from sharedpg_tools import db, logs
+from sharedpg_tools.errors import ConfigError
 from sharedpg_tools.exitcodes import ExitCode
 from sharedpg_tools.settings import Context, EnvDefaults, read_password_file, seconds, target_from_args
 from sharedpg_tools.tenant import Ensurer, Outcome, TenantSpec, provisioning_lock
@@ -90,26 +90,15 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     target = target_from_args(args, ctx)
     log = logs.get_logger(command=NAME, tenant=spec.name)
 
-    def connect_to(dbname: str) -> psycopg.Connection[Any]:
-        return db.connect(target.params(dbname=dbname))
-
-    def login_works(role: str, password: str, dbname: str) -> bool:
-        try:
-            probe.attempt_params(target.params(user=role, password=password, dbname=dbname), probe.Requirement(), 10)
-        except probe.AttemptFailed as failed:
-            log.debug("tenant login probe failed", error_class=failed.failure.error_class)
-            return False
-        return True
-
-    with connect_to(args.maintenance_db) as conn:
+    with db.connect(target.params(dbname=args.maintenance_db)) as conn:
         lock: AbstractContextManager[None] = (
             nullcontext() if args.dry_run else provisioning_lock(conn, args.lock_timeout)
         )
         with lock:
             try:
-                outcome = Ensurer(conn, spec, args.dry_run, connect_to, login_works).ensure()
+                outcome = Ensurer(conn, spec, args.dry_run, target).ensure()
             except psycopg.Error as exc:
-                raise _explain(exc) from None
+                raise db.explain(exc) from None
     for change in outcome.changes:
         if not args.dry_run:
             log.info(change)
@@ -119,22 +108,6 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
              changes=len(outcome.changes), server_version=outcome.server_version)  # fmt: skip
     _report(args, outcome)
     return ExitCode.OK
-
-
-def _explain(exc: psycopg.Error) -> SharedpgError:
-    """A server error during ensuring, as the operator needs it: message, detail, exit code."""
-    diag = exc.diag
-    text = diag.message_primary or str(exc).strip()
-    for extra in (diag.message_detail, diag.message_hint):
-        if extra:
-            text += f" ({extra})"
-    if isinstance(exc, psycopg.errors.InsufficientPrivilege):
-        return PermanentError(
-            f"{text}: the admin lacks a privilege for this step", "see pg-semantics: a superuser must grant it"
-        )
-    if isinstance(exc, (psycopg.errors.InvalidParameterValue, psycopg.errors.UndefinedObject)):
-        return ConfigError(f"{text}: fix the value given")
-    return SharedpgError(text)
 
 
 def _report(args: argparse.Namespace, outcome: Outcome) -> None:

@@ -19,7 +19,7 @@ from sharedpg_tools.errors import ConfigError, SharedpgError
 from sharedpg_tools.exitcodes import ExitCode
 from sharedpg_tools.settings import Context, EnvDefaults, boolean, seconds, target_from_args
 from sharedpg_tools.versionspec import VersionSpec
-from sharedpg_tools.waiter import NotReadyYet, Policy, Waiter
+from sharedpg_tools.waiter import Policy, Waiter
 
 # The probe path must not import typing (~3 ms of CPU per probe): names for annotations only.
 TYPE_CHECKING = False
@@ -58,11 +58,16 @@ def add_arguments(parser: argparse.ArgumentParser, environ: Any) -> None:
     opts.add("--server-version", metavar="SPEC", help="required server version, e.g. '>=14,<19'; outside it: exit 3")
     opts.add("--writable", action="store_true", default=False, help="not ready while in recovery or read-only")
     opts.add("--stable", type=seconds, default=0.0, metavar="SECONDS", help="stay ready this long before success")
+    opts.add("--once", action="store_true", default=False, help="one attempt, exit 0 or 1 (exec probes)")
+    add_policy_arguments(opts)
+
+
+def add_policy_arguments(opts: EnvDefaults) -> None:
+    """How long and how to wait: shared by every command that waits for the server first."""
     opts.add("--timeout", type=seconds, default=300.0, metavar="SECONDS", help="overall deadline; 0 = no limit")
     opts.add("--attempt-timeout", type=seconds, default=5.0, metavar="SECONDS", help="limit of one attempt")
     opts.add("--interval", type=seconds, default=0.2, metavar="SECONDS", help="first delay between attempts")
     opts.add("--max-interval", type=seconds, default=2.0, metavar="SECONDS", help="largest delay (backoff cap)")
-    opts.add("--once", action="store_true", default=False, help="one attempt, exit 0 or 1 (exec probes)")
     opts.add(
         "--fail-fast",
         action="store_true",
@@ -106,14 +111,15 @@ def policy_from_args(args: argparse.Namespace) -> Policy:
         raise ConfigError("--attempt-timeout must be greater than 0: use e.g. 5")
     if args.interval > args.max_interval:
         raise ConfigError(f"--interval {args.interval:g} is larger than --max-interval {args.max_interval:g}: lower it")
-    if args.once and args.stable:
+    once, stable = getattr(args, "once", False), getattr(args, "stable", 0.0)
+    if once and stable:
         raise ConfigError("--once makes exactly one attempt, so it cannot hold --stable: drop one of them")
     return Policy(
         timeout=args.timeout,
         attempt_timeout=args.attempt_timeout,
         interval=args.interval,
         max_interval=args.max_interval,
-        stable=args.stable,
+        stable=stable,
         fail_fast=boolean(args.fail_fast),
     )
 
@@ -123,35 +129,17 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     policy = policy_from_args(args)
     target = target_from_args(args, ctx)
     log = logs.get_logger(command=NAME)
-    last: list[NotReadyYet] = []
-
-    def on_failure(error: NotReadyYet, attempt: int, elapsed: float, next_delay: float) -> None:
-        # Say it at warning the first time and whenever it changes; repeats go to debug.
-        changed = not last or not error.failure.same_as(last[-1].failure)
-        last[:] = [error]
-        emit = log.warning if changed else log.debug
-        emit(
-            "not ready",
-            attempt=attempt,
-            elapsed_s=round(elapsed, 3),
-            next_delay_s=round(next_delay, 3),
-            target=_where(error.target),
-            **error.failure.fields(),
-        )
-
-    def on_stabilizing(held: float) -> None:
-        log.debug("ready, holding for --stable", held_s=round(held, 3), stable_s=policy.stable)
-
-    waiter = Waiter(lambda timeout: probe.attempt(target, requirement, timeout), policy, on_failure, on_stabilizing)
+    waiter = Waiter(lambda timeout: probe.attempt(target, requirement, timeout), policy, log)
     try:
         ready = waiter.once() if args.once else waiter.until_ready()
     except SharedpgError as exc:
-        failure = getattr(exc, "failure", None) or (last[-1].failure if last else None)
-        _report(args.output, exc.exit_code, waiter, str(exc), failure=failure, target=last[-1].target if last else None)
+        last = waiter.last
+        failure = getattr(exc, "failure", None) or (last.failure if last else None)
+        _report(args.output, exc.exit_code, waiter, str(exc), failure=failure, target=last.target if last else None)
         raise
     log.info(
         "database ready",
-        target=_where(ready.target),
+        target=probe.where(ready.target),
         server_version=ready.version,
         require=requirement.level,
         attempts=waiter.attempts,
@@ -159,12 +147,6 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     )
     _report(args.output, ExitCode.OK, waiter, "ready", target=ready.target, version=ready.version)
     return ExitCode.OK
-
-
-def _where(target: dict[str, str] | None) -> str | None:
-    if not target:
-        return None
-    return f"{target.get('user', '')}@{target.get('host', '')}:{target.get('port', '')}/{target.get('dbname', '')}"
 
 
 def _report(
@@ -180,7 +162,7 @@ def _report(
     result: dict[str, Any] = {
         "status": _STATUS.get(ExitCode(code), "error"),
         "exit_code": int(code),
-        "target": _where(target),
+        "target": probe.where(target),
         "server_version": version,
         "attempts": waiter.attempts,
         "elapsed_s": round(waiter.elapsed(), 3),

@@ -1,0 +1,184 @@
+"""The bootstrap Job's core: every tenant of the spec ensured, with its credentials, one report.
+
+Roles and databases exist for every tenant, active or not, so flipping a fuse later never breaks
+anything (the seed's rule); the report marks which are active. One tenant's failure does not stop
+the others. Each tenant goes through ``tenant.Ensurer`` — the same code as ``ensure-tenant`` — and
+is then proved by a login with the password just set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+import psycopg
+
+from sharedpg_tools import db, logs, passwords
+from sharedpg_tools.errors import ConfigError, SharedpgError
+from sharedpg_tools.exitcodes import ExitCode
+from sharedpg_tools.settings import Target, read_password_file
+from sharedpg_tools.spec import Spec, Tenant
+from sharedpg_tools.tenant import Ensurer, Outcome, login_works, provisioning_lock
+from sharedpg_tools.vault import Vault
+
+
+class Credentials:
+    """Where each tenant's password comes from: Vault (the source of truth) when configured, else the
+    spec's ``password_file`` / ``password_env``, else ``--password-dir`` (generated there once)."""
+
+    def __init__(self, vault: Vault | None, environ: Mapping[str, str], password_dir: str | None,
+                 advertised: dict[str, str], dry_run: bool):  # fmt: skip
+        self.vault = vault
+        self.environ = environ
+        self.password_dir = password_dir
+        self.advertised = advertised
+        self.dry_run = dry_run
+
+    def password_for(self, tenant: Tenant) -> tuple[str, str]:
+        """The tenant's password and, for the report, where it came from (never the password itself).
+
+        :raises SharedpgError: when no source has it (ConfigError), or Vault keeps failing.
+        """
+        if self.vault is not None:
+            return self._from_vault(tenant)
+        if tenant.password_file:
+            return read_password_file(tenant.password_file), f"file {tenant.password_file}"
+        if tenant.password_env:
+            value = self.environ.get(tenant.password_env)
+            if not value:
+                raise ConfigError(f"tenant {tenant.name!r}: password_env {tenant.password_env} is unset or empty")
+            logs.register_secret(value)
+            return value, f"env {tenant.password_env}"
+        if self.password_dir:
+            password, generated = passwords.in_directory(self.password_dir, tenant.name, create=not self.dry_run)
+            if password is None:  # a dry run: it would be generated
+                return passwords.generate(), f"would be generated into {self.password_dir}/{tenant.name}"
+            return password, f"{'generated, stored in' if generated else 'file'} {self.password_dir}/{tenant.name}"
+        raise ConfigError(
+            f"tenant {tenant.name!r} has no password source: set password_file or password_env in the spec, "
+            "pass --password-dir, or configure Vault"
+        )
+
+    def _from_vault(self, tenant: Tenant) -> tuple[str, str]:
+        assert self.vault is not None
+        path, location = tenant.vault_path, tenant.vault_location
+        wanted = {"username": tenant.role, "database": tenant.database, **self.advertised}
+        data, version = self.vault.read(path)
+        if data and data.get("password"):
+            if not self.dry_run and any(str(data.get(k)) != v for k, v in wanted.items()):
+                self.vault.write(path, {**data, **wanted}, cas=version)  # a lost race: the winner wrote the same
+            return str(data["password"]), f"vault {location}"
+        password = passwords.generate()
+        if self.dry_run:
+            return password, f"would be generated and stored in vault {location}"
+        if self.vault.write(path, {**(data or {}), "password": password, **wanted}, cas=version):
+            return password, f"generated, stored in vault {location}"
+        data, _ = self.vault.read(path)  # another Job wrote first: use the winner's password
+        if not data or not data.get("password"):
+            raise SharedpgError(f"vault {location}: a concurrent write left no password", "re-run the Job")
+        return str(data["password"]), f"vault {location} (written by a concurrent run)"
+
+
+class TenantReport:
+    """One tenant's line in the report."""
+
+    def __init__(self, tenant: Tenant, active: bool):
+        self.tenant = tenant
+        self.active = active
+        self.outcome: Outcome | None = None
+        self.source = ""
+        self.error: str | None = None
+        self.hint: str | None = None
+        self.exit_code = int(ExitCode.OK)
+
+    @property
+    def action(self) -> str:
+        return "failed" if self.error else self.outcome.action if self.outcome else "pending"
+
+    def fail(self, exc: SharedpgError) -> None:
+        self.error, self.hint, self.exit_code = str(exc), exc.hint, int(exc.exit_code)
+
+    def as_dict(self, dry_run: bool) -> dict[str, Any]:
+        t = self.tenant
+        result: dict[str, Any] = {
+            "tenant": t.name,
+            "stack": t.stack,
+            "active": self.active,
+            "action": self.action,
+            "role": t.role,
+            "database": t.database,
+            "connection_limit": t.connection_limit,
+            "pool_budget": t.budget,
+            "secret": t.vault_location,
+            "password_source": self.source,
+            "changes": self.outcome.changes if self.outcome else [],
+            "warnings": self.outcome.warnings if self.outcome else [],
+        }
+        if self.error:
+            result.update(error=self.error, hint=self.hint, exit_code=self.exit_code)
+        if dry_run and self.outcome:
+            result["statements"] = self.outcome.statements
+        return result
+
+
+def run(spec: Spec, fuses: Mapping[str, bool], target: Target, credentials: Credentials, dry_run: bool,
+        maintenance_db: str, lock_timeout: float) -> list[TenantReport]:  # fmt: skip
+    """Ensure every tenant; never raises for one tenant's failure (it is in its report).
+
+    :raises SharedpgError: when the admin cannot connect or the lock cannot be had.
+    """
+    log = logs.get_logger(command="bootstrap")
+    reports = [TenantReport(t, fuses.get(t.stack, False)) for t in spec.tenants]
+    secrets: dict[str, str] = {}
+    for report in reports:  # Vault round trips before taking the server's lock
+        try:
+            secrets[report.tenant.name], report.source = credentials.password_for(report.tenant)
+        except SharedpgError as exc:
+            report.fail(exc)
+    with db.connect(target.params(dbname=maintenance_db)) as conn:
+        lock: AbstractContextManager[None] = nullcontext() if dry_run else provisioning_lock(conn, lock_timeout)
+        with lock:
+            for report in reports:
+                if report.error is None:
+                    _ensure_one(conn, report, secrets[report.tenant.name], dry_run, target)
+    if not dry_run:
+        _verify_logins([r for r in reports if r.error is None], secrets, target)
+    for report in reports:
+        _log(report, dry_run, log)
+    return reports
+
+
+def _ensure_one(conn: psycopg.Connection[Any], report: TenantReport, password: str, dry_run: bool,
+                target: Target) -> None:  # fmt: skip
+    try:
+        report.outcome = Ensurer(conn, report.tenant.tenant_spec(password), dry_run, target).ensure()
+    except psycopg.Error as exc:
+        report.fail(db.explain(exc))
+    except SharedpgError as exc:
+        report.fail(exc)
+
+
+def _verify_logins(reports: list[TenantReport], secrets: dict[str, str], target: Target) -> None:
+    """Prove every tenant by logging in with its password, all at once (each login is a round trip)."""
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = pool.map(
+            lambda r: login_works(target, r.tenant.role, secrets[r.tenant.name], r.tenant.database), reports
+        )
+        for report, works in zip(reports, results, strict=True):
+            if not works:
+                report.fail(SharedpgError(
+                    f"{report.tenant.role} cannot log into {report.tenant.database} with the password just set",
+                    "check pg_hba.conf for this role and database, and the role's CONNECTION LIMIT",
+                ))  # fmt: skip
+
+
+def _log(report: TenantReport, dry_run: bool, log: Any) -> None:
+    tenant = report.tenant.name
+    if report.error:
+        log.error("tenant failed", tenant=tenant, error=report.error, hint=report.hint)
+    elif not dry_run:
+        for change in report.outcome.changes if report.outcome else []:
+            log.info(change, tenant=tenant)
+        log.info("tenant ready", tenant=tenant, action=report.action, active=report.active)

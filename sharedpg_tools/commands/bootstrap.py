@@ -1,0 +1,140 @@
+"""``sharedpg bootstrap``: the init Job that ensures every app's role and database from a tenants spec.
+
+Waits for the server (as ``wait-for-db``), reads or creates each tenant's password in Vault (or a
+file when ``--no-vault``), takes the provisioning lock, ensures every tenant with ``ensure-tenant``'s
+core, and proves each one by logging in. ``--plan`` needs no server: it applies the fuses.
+
+Exit codes: 0 every tenant ready (``--plan``: the shared database must be deployed) · 1 a tenant
+failed, or the server/Vault was not ready (``--plan``: no database needed) · 2 invalid input or spec
+· 3 impossible with this admin · 124 the server did not become ready before ``--timeout``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from sharedpg_tools import bootstrap, fuses, logs, probe, spec
+from sharedpg_tools.commands.wait_for_db import add_policy_arguments, policy_from_args
+from sharedpg_tools.exitcodes import ExitCode
+from sharedpg_tools.settings import Context, EnvDefaults, target_from_args
+from sharedpg_tools.waiter import Waiter
+
+NAME = "bootstrap"
+USES_STRUCTLOG = True
+
+
+def add_arguments(parser: argparse.ArgumentParser, environ: Any) -> None:
+    opts = EnvDefaults(parser, environ)
+    opts.add("--spec", metavar="FILE", help="the tenants spec (YAML, a ConfigMap) [the built-in six-app spec]")
+    parser.add_argument("--print-default-spec", action="store_true", help="print the built-in spec and exit")
+    parser.add_argument(
+        "--plan", action="store_true", help="no connection: apply the fuses; exit 0 = deploy the database, 1 = not"
+    )
+    parser.add_argument(
+        "--fuse",
+        action="append",
+        metavar="STACK=BOOL",
+        help="a stack's fuse (backstage, cicd, policies, observability); env: FUSE_<STACK>, e.g. FUSE_CICD=true; "
+        "true/false/1/0/on/off; unset = off",
+    )
+    opts.add("--no-vault", action="store_true", default=False, help="passwords from files, not Vault")
+    opts.add(
+        "--password-dir",
+        metavar="DIR",
+        help="with --no-vault: each tenant's password in DIR/<tenant>, generated there (mode 0600) when missing",
+    )
+    opts.add("--advertised-host", metavar="HOST", help="the host apps connect to, written to Vault [the one we used]")
+    opts.add("--advertised-port", metavar="PORT", help="the port written to Vault [the one we used]")
+    opts.add("--dry-run", action="store_true", default=False, help="print the plan and SQL; write nothing")
+    opts.add("--maintenance-db", default="postgres", help="where the admin connects and takes the provisioning lock")
+    opts.add("--lock-timeout", type=float, default=60.0, metavar="SECONDS", help="wait this long for other runs")
+    add_policy_arguments(opts)
+
+
+def run(args: argparse.Namespace, ctx: Context) -> int:
+    if args.print_default_spec:
+        sys.stdout.write(spec.default_text())
+        return ExitCode.OK
+    tenants = spec.load(args.spec)
+    fuse_values = fuses.read(args.fuse or [], ctx.environ)
+    if args.plan:
+        return _plan(args.output, tenants, fuse_values)
+    policy = policy_from_args(args)
+    target = target_from_args(args, ctx)
+    vault_settings = None
+    if not args.no_vault:
+        from sharedpg_tools.vault import VaultSettings
+
+        vault_settings = VaultSettings.from_environ(ctx.environ, tenants.tenants[0].vault_mount, policy.timeout)
+    log = logs.get_logger(command=NAME)
+    ready = Waiter(lambda timeout: probe.attempt(target, probe.Requirement(), timeout), policy, log).until_ready()
+    log.info("database ready", target=probe.where(ready.target), server_version=ready.version)
+    vault = None
+    if vault_settings is not None:
+        from sharedpg_tools.vault import Vault
+
+        vault = Vault(vault_settings)
+    advertised = {
+        "host": args.advertised_host or ready.target.get("host", ""),
+        "port": str(args.advertised_port or ready.target.get("port", "")),
+    }
+    credentials = bootstrap.Credentials(vault, ctx.environ, args.password_dir, advertised, args.dry_run)
+    reports = bootstrap.run(tenants, fuse_values, target, credentials, args.dry_run, args.maintenance_db,
+                            args.lock_timeout)  # fmt: skip
+    _report(args.output, reports, fuse_values, args.dry_run)
+    return max((r.exit_code for r in reports), default=0)
+
+
+def _plan(output: str, tenants: spec.Spec, fuse_values: dict[str, bool]) -> int:
+    needed = fuses.database_needed(fuse_values)
+    active = [t for t in tenants.tenants if fuse_values.get(t.stack)]
+    capacity = tenants.capacity
+    result = {
+        "fuses": fuse_values,
+        "database_needed": needed,
+        "active_tenants": [t.name for t in active],
+        "inactive_tenants": [t.name for t in tenants.tenants if t not in active],
+        "active_budget": sum(t.budget for t in active),
+        "total_budget": tenants.total_budget,
+        "admin_headroom": tenants.admin_headroom,
+        "usable_slots": capacity.usable if capacity else None,
+    }
+    if output == "json":
+        lines = [json.dumps(result)]
+    else:
+        lines = [
+            "fuses: " + " ".join(f"{stack}={'on' if on else 'off'}" for stack, on in fuse_values.items()),
+            f"shared database: {'deploy' if needed else 'not needed (every fuse is off)'}",
+            "active tenants: " + (", ".join(f"{t.name} ({t.budget})" for t in active) or "none"),
+            "inactive tenants (their roles and databases are still ensured): "
+            + (", ".join(t.name for t in tenants.tenants if t not in active) or "none"),
+            f"connection budget: {result['active_budget']} active, {tenants.total_budget} if every stack is on, "
+            f"+{tenants.admin_headroom} admin headroom" + (f", of {capacity.usable} usable slots" if capacity else ""),
+        ]
+    sys.stdout.write("".join(line + "\n" for line in lines))
+    return ExitCode.OK if needed else ExitCode.NOT_READY
+
+
+def _report(output: str, reports: list[bootstrap.TenantReport], fuse_values: dict[str, bool], dry_run: bool) -> None:
+    ok = all(r.error is None for r in reports)
+    if output == "json":
+        result = {"ok": ok, "dry_run": dry_run, "fuses": fuse_values, "tenants": [r.as_dict(dry_run) for r in reports]}
+        lines = [json.dumps(result, ensure_ascii=False)]
+    else:
+        lines = []
+        for r in reports:
+            t = r.tenant
+            state = "active" if r.active else "inactive"
+            line = f"{t.name:<16} {state:<8} {r.action:<9} limit {t.connection_limit:<4} {r.source}"
+            lines.append(line + (f"  ERROR: {r.error}" if r.error else ""))
+            if dry_run and r.outcome:
+                lines += [f"    {statement};" for statement in r.outcome.statements]
+        failed = [r.tenant.name for r in reports if r.error]
+        summary = f"bootstrap: {len(reports) - len(failed)} of {len(reports)} tenants ready"
+        summary += (f"; failed: {', '.join(failed)}" if failed else "") + (" (dry run)" if dry_run else "")
+        lines.append(summary)
+    sys.stdout.write("".join(logs.redact(line) + "\n" for line in lines))
+    sys.stdout.flush()

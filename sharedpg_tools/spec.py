@@ -1,0 +1,218 @@
+"""The tenants spec: every app on the shared server, its stack (fuse), pool budget and settings.
+
+One loader for ``bootstrap`` and ``check-pool``. The built-in default (``default-spec.yaml``)
+reproduces the seed plan's platform. Validation happens before any connection and reports every
+problem at once, each naming the tenant and the key.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sharedpg_tools.errors import ConfigError
+from sharedpg_tools.tenant import TenantSpec, check_name
+
+STACKS = ("backstage", "cicd", "policies", "observability")
+_TOP_KEYS = {"server", "admin_headroom", "connection_limit_margin", "vault", "tenants"}
+_SERVER_KEYS = {"max_connections", "superuser_reserved_connections", "reserved_connections"}
+_VAULT_KEYS = {"mount"}
+_TENANT_KEYS = {"name", "stack", "role", "database", "pool", "replicas", "pool_multiplier", "connection_limit",
+                "settings", "extensions", "encoding", "vault_path", "password_file", "password_env"}  # fmt: skip
+_POOL_KEYS = {"max", "min"}
+
+
+def default_text() -> str:
+    """The built-in spec, as YAML with its comments."""
+    return resources.files("sharedpg_tools").joinpath("default-spec.yaml").read_text()
+
+
+class Capacity:
+    """The server's connection slots."""
+
+    def __init__(self, max_connections: int, superuser_reserved: int = 3, reserved: int = 0):
+        self.max_connections = max_connections
+        self.superuser_reserved = superuser_reserved
+        self.reserved = reserved
+
+    @property
+    def usable(self) -> int:
+        """Slots ordinary roles can use: max_connections - superuser_reserved - reserved (16+)."""
+        return self.max_connections - self.superuser_reserved - self.reserved
+
+
+class Tenant:
+    """One app's entry in the spec."""
+
+    def __init__(self, raw: dict[str, Any], margin: int, mount: str):
+        self.name: str = raw["name"]
+        self.stack: str = raw["stack"]
+        self.role: str = raw.get("role", self.name)
+        self.database: str = raw.get("database", self.name)
+        self.pool_max: int = raw["pool"]["max"]
+        self.pool_min: int = raw["pool"].get("min", 0)
+        self.replicas: int = raw.get("replicas", 1)
+        self.pool_multiplier: int = raw.get("pool_multiplier", 1)
+        self.explicit_limit: int | None = raw.get("connection_limit")
+        self.margin = margin
+        self.settings: dict[str, str] = {str(k): str(v) for k, v in (raw.get("settings") or {}).items()}
+        self.extensions: tuple[str, ...] = tuple(raw.get("extensions") or ())
+        self.encoding: str = raw.get("encoding", "UTF8")
+        self.vault_mount = mount
+        self.vault_path: str = raw.get("vault_path", f"{self.stack}/{self.name}/postgres")
+        self.password_file: str | None = raw.get("password_file")
+        self.password_env: str | None = raw.get("password_env")
+
+    @property
+    def budget(self) -> int:
+        """The most connections the app opens: pool max x replicas x pool multiplier."""
+        return self.pool_max * self.replicas * self.pool_multiplier
+
+    @property
+    def connection_limit(self) -> int:
+        return self.explicit_limit if self.explicit_limit is not None else self.budget + self.margin
+
+    @property
+    def vault_location(self) -> str:
+        return f"{self.vault_mount}/{self.vault_path}"
+
+    def tenant_spec(self, password: str | None) -> TenantSpec:
+        return TenantSpec(self.name, self.role, self.database, password, self.connection_limit, self.settings,
+                          self.encoding, self.extensions)  # fmt: skip
+
+
+class Spec:
+    def __init__(self, raw: dict[str, Any]):
+        server = raw.get("server")
+        self.capacity = None
+        if server:
+            reserved = (server.get("superuser_reserved_connections", 3), server.get("reserved_connections", 0))
+            self.capacity = Capacity(server["max_connections"], *reserved)
+        self.admin_headroom: int = raw.get("admin_headroom", 0)
+        margin: int = raw.get("connection_limit_margin", 2)
+        mount: str = (raw.get("vault") or {}).get("mount", "secret")
+        self.tenants = [Tenant(t, margin, mount) for t in raw["tenants"]]
+
+    @property
+    def total_budget(self) -> int:
+        return sum(t.budget for t in self.tenants)
+
+    def stacks(self) -> list[str]:
+        return sorted({t.stack for t in self.tenants})
+
+
+def load(path: str | None) -> Spec:
+    """The spec in ``path`` (YAML), or the built-in default.
+
+    :raises ConfigError: listing every problem, each naming the tenant and the key.
+    """
+    source = path or "the built-in spec"
+    try:
+        text = default_text() if path is None else Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"--spec {path!r} cannot be read ({exc.strerror}): mount the ConfigMap there or fix the path"
+        ) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{source} is not valid YAML{where}: fix the syntax") from None
+    problems = validate(raw)
+    if problems:
+        raise ConfigError(f"{source}: {problems[0]}", problems=[f"{source}: {p}" for p in problems])
+    return Spec(raw)
+
+
+def _int(value: Any, minimum: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def validate(raw: Any) -> list[str]:
+    """Every problem with a raw spec, one message each, naming the tenant and the key."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("tenants"), list) or not raw["tenants"]:
+        return ["needs a 'tenants' list with at least one tenant"]
+    problems = [f"unknown key {k!r} (known: {', '.join(sorted(_TOP_KEYS))})" for k in raw if k not in _TOP_KEYS]
+    server = raw.get("server")
+    if server is not None:
+        if not isinstance(server, dict) or not _int(server.get("max_connections"), 1):
+            problems.append("server.max_connections must be a whole number >= 1")
+        else:
+            problems += [f"unknown key 'server.{k}' (known: {', '.join(sorted(_SERVER_KEYS))})"
+                         for k in server if k not in _SERVER_KEYS]  # fmt: skip
+            problems += [f"server.{k} must be a whole number >= 0" for k in _SERVER_KEYS - {"max_connections"}
+                         if k in server and not _int(server[k])]  # fmt: skip
+    for key in ("admin_headroom", "connection_limit_margin"):
+        if key in raw and not _int(raw[key]):
+            problems.append(f"{key} must be a whole number >= 0")
+    vault = raw.get("vault")
+    if vault is not None and (not isinstance(vault, dict) or set(vault) - _VAULT_KEYS):
+        problems.append(f"vault may only hold {', '.join(sorted(_VAULT_KEYS))}")
+    seen: dict[str, set[str]] = {"name": set(), "role": set(), "database": set()}
+    for index, tenant in enumerate(raw["tenants"]):
+        problems += _tenant_problems(index, tenant, seen)
+    if not problems and server:
+        spec = Spec(raw)
+        assert spec.capacity is not None
+        needed = spec.total_budget + spec.admin_headroom
+        if needed > spec.capacity.usable:
+            problems.append(
+                f"pool budgets total {spec.total_budget} plus admin_headroom {spec.admin_headroom} = {needed} "
+                f"exceed the {spec.capacity.usable} usable slots (max_connections {spec.capacity.max_connections} "
+                f"- superuser_reserved {spec.capacity.superuser_reserved} - reserved {spec.capacity.reserved}): "
+                "lower pools or raise max_connections"
+            )
+    return problems
+
+
+def _tenant_problems(index: int, tenant: Any, seen: dict[str, set[str]]) -> list[str]:
+    if not isinstance(tenant, dict) or not isinstance(tenant.get("name"), str):
+        return [f"tenants[{index}] needs a 'name'"]
+    name = tenant["name"]
+    where = f"tenant {name!r}"
+    problems = [f"{where}: unknown key {k!r} (known: {', '.join(sorted(_TENANT_KEYS))})"
+                for k in tenant if k not in _TENANT_KEYS]  # fmt: skip
+    for key in ("name", "role", "database"):
+        if key != "name" and key not in tenant:
+            seen[key].add(name)  # defaults to the name, checked once as the name
+            continue
+        value = tenant[key]
+        if not isinstance(value, str):
+            problems.append(f"{where}: {key} must be a name, not {value!r}")
+            continue
+        try:
+            check_name("tenant" if key == "name" else key, value)
+        except ConfigError as exc:
+            problems.append(f"{where}: {exc}")
+            continue
+        if value in seen[key]:
+            problems.append(f"{where}: {key} {value!r} is used by another tenant: each needs its own")
+        seen[key].add(value)
+    if tenant.get("stack") not in STACKS:
+        problems.append(f"{where}: stack must be one of {', '.join(STACKS)} (the fuses), not {tenant.get('stack')!r}")
+    pool = tenant.get("pool")
+    if not isinstance(pool, dict) or not _int(pool.get("max"), 1) or set(pool) - _POOL_KEYS:
+        problems.append(f"{where}: pool must be {{max: N>=1, min: N>=0}}")
+    elif not _int(pool.get("min", 0)) or pool.get("min", 0) > pool["max"]:
+        problems.append(f"{where}: pool.min must be a whole number between 0 and pool.max ({pool['max']})")
+    for key in ("replicas", "pool_multiplier"):
+        if key in tenant and not _int(tenant[key], 1):
+            problems.append(f"{where}: {key} must be a whole number >= 1")
+    limit = tenant.get("connection_limit")
+    if limit is not None and not problems:
+        budget = tenant["pool"]["max"] * tenant.get("replicas", 1) * tenant.get("pool_multiplier", 1)
+        if not _int(limit) or limit < budget:
+            problems.append(
+                f"{where}: connection_limit {limit!r} is below its pool budget {budget}: the app would get 53300"
+            )
+    if "settings" in tenant and not isinstance(tenant["settings"], dict):
+        problems.append(f"{where}: settings must be a map of PARAM: VALUE")
+    if "extensions" in tenant and not (isinstance(tenant["extensions"], list)):
+        problems.append(f"{where}: extensions must be a list of names")
+    if tenant.get("password_file") and tenant.get("password_env"):
+        problems.append(f"{where}: password_file and password_env both given: keep one")
+    return problems

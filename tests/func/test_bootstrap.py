@@ -1,0 +1,316 @@
+"""``sharedpg bootstrap``: the spec, the fuses, Vault-held credentials, concurrency and recovery, on real servers."""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import yaml
+from psycopg import sql
+
+from sharedpg_tools import spec as spec_module
+from tests.conftest import Cli, Result
+from tests.fix_servers import Server
+from tests.fix_vault import FakeVault
+
+STACKS = ("backstage", "cicd", "policies", "observability")
+
+
+class Platform:
+    """A copy of the built-in spec with names of its own, run by one admin against one server."""
+
+    def __init__(self, cli: Cli, pg: Server, admin: str, tmp: Path, tenants: int = 0):
+        self.cli, self.pg, self.admin, self.tmp = cli, pg, admin, tmp
+        self.suffix = secrets.token_hex(3)
+        raw = yaml.safe_load(spec_module.default_text())
+        for tenant in raw["tenants"]:
+            tenant["name"] = f"{tenant['name']}_{self.suffix}"
+        for index in range(tenants):  # extra generated tenants, to make a run longer
+            raw["tenants"].append({"name": f"extra{index}_{self.suffix}", "stack": "cicd", "pool": {"max": 1}})
+        raw.pop("server")  # the test servers have their own capacity
+        self.raw = raw
+        self.spec = tmp / "tenants.yaml"
+        self.spec.write_text(yaml.safe_dump(raw))
+        self.password_dir = tmp / "passwords"
+
+    @property
+    def names(self) -> list[str]:
+        return [t["name"] for t in self.raw["tenants"]]
+
+    def args(self, *extra: str, vault: FakeVault | None = None) -> list[str]:
+        args = ["bootstrap", "--spec", str(self.spec), "--dsn", self.pg.conninfo(self.admin), "--output", "json"]
+        return args + (["--no-vault", "--password-dir", str(self.password_dir)] if vault is None else []) + list(extra)
+
+    def env(self, vault: FakeVault | None = None, **extra: str) -> dict[str, str]:
+        env = {"PGPASSWORD": self.pg.password_of(self.admin), **extra}
+        if vault is not None:
+            env |= {"VAULT_ADDR": vault.addr, "VAULT_TOKEN": vault.root_token}
+            self.cli.secrets.add(vault.root_token)
+        return env
+
+    def run(self, *extra: str, vault: FakeVault | None = None, **env: str) -> Result:
+        return self.cli(*self.args(*extra, vault=vault), env=self.env(vault, **env), timeout=180)
+
+    def password(self, name: str, vault: FakeVault | None = None) -> str:
+        if vault is None:
+            return (self.password_dir / name).read_text().strip()
+        stack = next(t["stack"] for t in self.raw["tenants"] if t["name"] == name)
+        latest = vault.latest(f"{stack}/{name}/postgres")
+        assert latest is not None
+        return str(latest["password"])
+
+    def login(self, name: str, vault: FakeVault | None = None) -> None:
+        with psycopg.connect(self.pg.conninfo(name, name), password=self.password(name, vault)):
+            pass
+
+    def assert_no_password_printed(self, result: Result, vault: FakeVault | None = None) -> None:
+        for name in self.names:
+            assert self.password(name, vault) not in result.stdout + result.stderr
+
+    def drop(self) -> None:
+        with self.pg.connect() as conn:
+            for name in self.names:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+                conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def platform(cli: Cli, pg: Server, admin: str, tmp_path: Path) -> Iterator[Platform]:
+    made = Platform(cli, pg, admin, tmp_path)
+    yield made
+    made.drop()
+
+
+def by_tenant(result: Result) -> dict[str, dict[str, Any]]:
+    return {t["tenant"]: t for t in result.result()["tenants"]}
+
+
+# -- the fuses and the plan: no server needed ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("row", list(itertools.product([False, True], repeat=4)))
+def test_truth_table_deploys_the_database_iff_any_fuse_is_on(cli: Cli, row: tuple[bool, ...]) -> None:
+    env = {f"FUSE_{stack.upper()}": ("true" if on else "false") for stack, on in zip(STACKS, row, strict=True)}
+    result = cli("bootstrap", "--plan", "--output", "json", env=env)
+    assert result.code == (0 if any(row) else 1), result
+    plan = result.result()
+    assert plan["database_needed"] is any(row)
+    active_stacks = {s for s, on in zip(STACKS, row, strict=True) if on}
+    default = spec_module.load(None)
+    assert plan["active_tenants"] == [t.name for t in default.tenants if t.stack in active_stacks]
+    assert plan["active_budget"] == sum(t.budget for t in default.tenants if t.stack in active_stacks)
+
+
+def test_plan_text_names_fuses_budget_and_capacity(cli: Cli) -> None:
+    result = cli("bootstrap", "--plan", "--fuse", "cicd=on", env={"FUSE_BACKSTAGE": "off"})
+    assert result.code == 0, result
+    assert "fuses: backstage=off cicd=on policies=off observability=off" in result.stdout
+    assert "active tenants: sonarqube (20), argo_workflows (10)" in result.stdout
+    assert "30 active, 65 if every stack is on, +5 admin headroom, of 77 usable slots" in result.stdout
+
+
+@pytest.mark.parametrize(("args", "env", "needle"), [
+    (["--fuse", "cicd=maybe"], {}, "--fuse cicd"),
+    ([], {"FUSE_POLICIES": "2"}, "FUSE_POLICIES"),
+    (["--fuse", "storage=on"], {}, "storage=on"),
+])  # fmt: skip
+def test_bad_fuse_is_exit_2(cli: Cli, args: list[str], env: dict[str, str], needle: str) -> None:
+    result = cli("bootstrap", "--plan", *args, env=env)
+    assert result.code == 2 and needle in result.stderr, result
+
+
+def test_default_spec_is_printed_and_valid(cli: Cli, tmp_path: Path) -> None:
+    result = cli("bootstrap", "--print-default-spec")
+    assert result.code == 0
+    assert "statement_timeout: 15min" in result.stdout and "# " in result.stdout  # with its comments
+    (tmp_path / "spec.yaml").write_text(result.stdout)
+    assert [t.name for t in spec_module.load(str(tmp_path / "spec.yaml")).tenants] == [
+        "backstage", "dex", "sonarqube", "argo_workflows", "policyreporter", "grafana",
+    ]  # fmt: skip
+
+
+def test_spec_problems_are_all_reported_one_line_each(cli: Cli, tmp_path: Path) -> None:
+    bad = {
+        "server": {"max_connections": 20},
+        "colour": "blue",
+        "tenants": [
+            {"name": "grafana", "stack": "observability", "pool": {"max": 10}, "timeout": 5},
+            {"name": "grafana", "stack": "observability", "pool": {"max": 5}},
+            {"name": "Bad-Name", "stack": "cicd", "pool": {"max": 1}},
+            {"name": "pg_app", "stack": "storage", "pool": {"max": 2, "min": 3}},
+            {"name": "dex", "stack": "backstage", "pool": {"max": 5}, "connection_limit": 3},
+        ],
+    }
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    result = cli("bootstrap", "--plan", "--spec", str(path))
+    assert result.code == 2, result
+    problems = [e["error"] for e in result.events()]
+    expected = [
+        "'colour'",
+        "tenant 'grafana': unknown key 'timeout'",
+        "tenant 'grafana': name 'grafana' is used",
+        "tenant 'Bad-Name': tenant name 'Bad-Name' is invalid",
+        "tenant 'pg_app': tenant name 'pg_app' is reserved",
+        "tenant 'pg_app': stack must be one of",
+        "tenant 'pg_app': pool.min",
+        "tenant 'dex': connection_limit 3 is below its pool budget 5",
+    ]
+    for needle in expected:
+        assert any(needle in p for p in problems), (needle, problems)
+
+
+def test_budget_that_cannot_fit_is_refused(cli: Cli, tmp_path: Path) -> None:
+    raw = yaml.safe_load(spec_module.default_text())
+    raw["server"]["max_connections"] = 60
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(raw))
+    result = cli("bootstrap", "--plan", "--spec", str(tmp_path / "spec.yaml"))
+    assert result.code == 2
+    assert "pool budgets total 65 plus admin_headroom 5 = 70 exceed the 57 usable slots" in result.stderr
+
+
+def test_unreadable_or_broken_spec_is_exit_2(cli: Cli, tmp_path: Path) -> None:
+    assert cli("bootstrap", "--plan", "--spec", str(tmp_path / "missing.yaml")).code == 2
+    (tmp_path / "broken.yaml").write_text("tenants: [\n")
+    broken = cli("bootstrap", "--plan", "--spec", str(tmp_path / "broken.yaml"))
+    assert broken.code == 2 and "not valid YAML at line" in broken.stderr
+
+
+# -- against real servers -------------------------------------------------------------------------------
+
+
+def test_bootstrap_without_vault_creates_every_tenant_then_changes_nothing(platform: Platform) -> None:
+    first = platform.run("--fuse", "cicd=on")
+    assert first.code == 0, first
+    report = by_tenant(first)
+    assert {r["action"] for r in report.values()} == {"created"}
+    assert [n for n, r in report.items() if r["active"]] == [
+        n for n in platform.names if "sonarqube" in n or "argo" in n
+    ]
+    for name in platform.names:
+        platform.login(name)
+        assert (platform.password_dir / name).stat().st_mode & 0o077 == 0  # 0600
+    platform.assert_no_password_printed(first)
+    again = platform.run("--fuse", "cicd=on")
+    assert again.code == 0, again
+    assert {r["action"] for r in by_tenant(again).values()} == {"unchanged"}
+
+
+def test_bootstrap_with_vault_stores_what_each_app_needs(platform: Platform, vault: FakeVault) -> None:
+    result = platform.run(vault=vault)
+    assert result.code == 0, result
+    for tenant in platform.raw["tenants"]:
+        stored = vault.latest(f"{tenant['stack']}/{tenant['name']}/postgres")
+        assert stored is not None
+        assert stored["username"] == tenant["name"] and stored["database"] == tenant["name"]
+        assert stored["host"] == platform.pg.host and stored["port"] == str(platform.pg.port)
+        assert len(stored["password"]) >= 32 and set(stored["password"]) <= set(
+            "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-"
+        )
+        platform.login(tenant["name"], vault)
+    platform.assert_no_password_printed(result, vault)
+    writes = vault.writes()
+    again = platform.run(vault=vault)
+    assert again.code == 0 and {r["action"] for r in by_tenant(again).values()} == {"unchanged"}
+    assert vault.writes() == writes  # nothing rewritten
+
+
+def test_password_changed_in_vault_is_rotated_into_the_role(platform: Platform, vault: FakeVault) -> None:
+    assert platform.run(vault=vault).code == 0
+    grafana = next(t for t in platform.raw["tenants"] if t["name"].startswith("grafana"))
+    path = f"{grafana['stack']}/{grafana['name']}/postgres"
+    latest = vault.latest(path)
+    assert latest is not None
+    vault.put(path, {**latest, "password": "rotated-by-hand-" + secrets.token_hex(8)})
+    result = platform.run(vault=vault)
+    assert result.code == 0, result
+    assert any("set the password" in c for c in by_tenant(result)[grafana["name"]]["changes"])
+    platform.login(grafana["name"], vault)
+
+
+def test_kubernetes_auth_logs_in_with_the_service_account_token(platform: Platform, vault: FakeVault) -> None:
+    jwt = secrets.token_urlsafe(32)
+    vault.k8s_roles["sharedpg-bootstrap"] = jwt
+    token_file = platform.tmp / "token"
+    token_file.write_text(jwt)
+    platform.cli.secrets.add(jwt)
+    env = {"PGPASSWORD": platform.pg.password_of(platform.admin), "VAULT_ADDR": vault.addr,
+           "SHAREDPG_VAULT_K8S_ROLE": "sharedpg-bootstrap", "SHAREDPG_VAULT_K8S_JWT_FILE": str(token_file)}  # fmt: skip
+    result = platform.cli(*platform.args(vault=vault), env=env)
+    assert result.code == 0, result
+    assert ("POST", "/v1/auth/kubernetes/login") in vault.requests
+
+
+def test_sealed_vault_is_waited_for(platform: Platform, vault: FakeVault) -> None:
+    vault.sealed = True
+    running = platform.cli.start(*platform.args(vault=vault), env=platform.env(vault))
+    time.sleep(1.5)
+    vault.sealed = False
+    result = running.finish(timeout=120)
+    assert result.code == 0, result
+    assert any(e["event"] == "vault not ready" and "sealed" in e["hint"] for e in result.events())
+
+
+@pytest.mark.parametrize("trouble", ["sealed", "forbidden"])
+def test_vault_trouble_until_the_deadline_is_exit_1_with_hint(
+    platform: Platform, vault: FakeVault, trouble: str
+) -> None:
+    env = platform.env(vault)
+    if trouble == "sealed":
+        vault.sealed = True
+    else:
+        env["VAULT_TOKEN"] = vault.token_for("someone-else/")
+    result = platform.cli(*platform.args("--timeout", "2", vault=vault), env=env)
+    assert result.code == 1, result
+    failed = [t for t in by_tenant(result).values() if t["action"] == "failed"]
+    assert len(failed) == len(platform.names)
+    assert ("sealed" if trouble == "sealed" else "permission denied") in failed[0]["hint"]
+
+
+def test_four_bootstraps_at_once_agree_on_one_password_per_tenant(platform: Platform, vault: FakeVault) -> None:
+    runs = [platform.cli.start(*platform.args(vault=vault), env=platform.env(vault)) for _ in range(4)]
+    results = [run.finish(timeout=180) for run in runs]
+    assert [r.code for r in results] == [0, 0, 0, 0], [r.stderr[-2000:] for r in results if r.code]
+    for tenant in platform.raw["tenants"]:
+        versions = vault.store[f"{tenant['stack']}/{tenant['name']}/postgres"]
+        assert len({v["password"] for v in versions}) == 1  # create-only: no run overwrote another's
+        platform.login(tenant["name"], vault)
+
+
+def test_one_tenant_failing_does_not_stop_the_others(platform: Platform) -> None:
+    victim = platform.names[2]
+    platform.pg.admin_sql(sql.SQL("CREATE ROLE {} LOGIN SUPERUSER").format(sql.Identifier(victim)))
+    result = platform.run()
+    assert result.code == 3, result
+    report = by_tenant(result)
+    assert report[victim]["action"] == "failed" and "SUPERUSER" in report[victim]["error"]
+    assert all(r["action"] == "created" for n, r in report.items() if n != victim)
+
+
+def test_dry_run_writes_nothing_to_server_or_vault(platform: Platform, vault: FakeVault) -> None:
+    result = platform.run("--dry-run", vault=vault)
+    assert result.code == 0, result
+    report = by_tenant(result)
+    assert all(any("PASSWORD '<redacted>'" in s for s in r["statements"]) for r in report.values())
+    assert vault.writes() == 0
+    assert platform.pg.admin_sql("SELECT count(*) FROM pg_roles WHERE rolname = ANY(%s)", platform.names) == [(0,)]
+
+
+def test_server_killed_mid_run_then_rerun_converges(cli: Cli, own_server: Server, tmp_path: Path) -> None:
+    platform = Platform(cli, own_server, own_server.superuser, tmp_path, tenants=12)
+    running = cli.start(*platform.args("--timeout", "5"), env=platform.env())
+    time.sleep(0.6)
+    own_server.local.kill()
+    interrupted = running.finish(timeout=120)
+    assert interrupted.code != 0, "the kill came after the run ended: make the run longer"
+    own_server.local.restart()
+    result = platform.run()
+    assert result.code == 0, result
+    for name in platform.names:
+        platform.login(name)
