@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -60,3 +61,21 @@ def server_installation(major: int | None) -> localserver.Installation:
     if installation is None:
         raise SystemExit("no PostgreSQL server binaries found")
     return installation
+
+
+def compare(commands: dict[str, list[str]], env: dict[str, str], runs: int) -> None:
+    """Run the commands alternately ``runs`` times (after one untimed warm-up each) and print the median
+    CPU, wall time and peak RSS of each, with ratios against the first command (the baseline)."""
+    for command in commands.values():
+        measure(command, env)
+    samples: dict[str, list[tuple[float, float, float]]] = {name: [] for name in commands}
+    for _ in range(runs):
+        for name, command in commands.items():
+            samples[name].append(measure(command, env))
+    medians = {name: [statistics.median(s[i] for s in rows) for i in range(3)] for name, rows in samples.items()}
+    base_cpu, _, base_rss = next(iter(medians.values()))
+    width = max(len(name) for name in commands) + 2
+    print(f"{'command':<{width}} {'CPU ms':>8} {'wall ms':>8} {'RSS MiB':>8} {'CPU/base':>9} {'RSS/base':>9}")
+    for name, (cpu, wall, rss) in medians.items():
+        ratios = f"{cpu / base_cpu:>9.2f} {rss / base_rss:>9.2f}"
+        print(f"{name:<{width}} {cpu * 1000:>8.1f} {wall * 1000:>8.1f} {rss:>8.1f} {ratios}")

@@ -17,10 +17,9 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import statistics
 import sys
 
-from bench.common import measure, regular_install, server_installation, tool
+from bench.common import compare, regular_install, server_installation, tool
 from sharedpg_tools import localserver
 
 
@@ -55,24 +54,11 @@ def main() -> int:
                 target,
             ],
         }
-        for command in commands.values():  # warm the page cache once, untimed
-            measure(command, env)
-        samples: dict[str, list[tuple[float, float, float]]] = {name: [] for name in commands}
-        for _ in range(args.runs):
-            for name, command in commands.items():
-                samples[name].append(measure(command, env))
         print(
             f"PostgreSQL {server.major} ({installation.source}) on loopback, SCRAM login, "
-            f"median of {args.runs} alternated runs; Python {sys.version.split()[0]}"
+            f"median of {args.runs} alternated runs; Python {sys.version.split()[0]}; base = psql"
         )
-        medians = {name: [statistics.median(s[i] for s in runs) for i in range(3)] for name, runs in samples.items()}
-        base_cpu, _, base_rss = medians["psql -c 'select 1'"]
-        print(f"{'command':<50} {'CPU ms':>8} {'wall ms':>8} {'RSS MiB':>8} {'CPU/psql':>9} {'RSS/psql':>9}")
-        for name, (cpu, wall, rss) in medians.items():
-            print(
-                f"{name:<50} {cpu * 1000:>8.1f} {wall * 1000:>8.1f} {rss:>8.1f} "
-                f"{cpu / base_cpu:>9.2f} {rss / base_rss:>9.2f}"
-            )
+        compare(commands, env, args.runs)
     return 0
 
 

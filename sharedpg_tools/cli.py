@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "wait-for-db": ("wait_for_db", "wait until PostgreSQL is ready for this app (initContainer, exec probe)"),
     "ensure-tenant": ("ensure_tenant", "ensure one app's role and database on the shared server (idempotent)"),
     "bootstrap": ("bootstrap", "the init Job: every tenant of a spec ensured, credentials in Vault or files"),
+    "check-pool": ("check_pool", "the connection budget: offline plan, live usage, Nagios and Prometheus output"),
     "demo": ("demo", "start a throwaway local PostgreSQL and show the commands at work"),
 }
 
@@ -79,8 +80,9 @@ def build_parser(environ: Mapping[str, str], command: str | None) -> Parser:
             formatter_class=HelpFormatter,
         )
         if name == command:
-            _load(name).add_arguments(sub, environ)
-            add_common(sub, environ)
+            module = _load(name)
+            module.add_arguments(sub, environ)
+            add_common(sub, environ, getattr(module, "OUTPUTS", ("text", "json")))
     return parser
 
 
@@ -107,8 +109,12 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         logs.configure(args.log_format, args.log_level, use_structlog=module.USES_STRUCTLOG)
         return int(module.run(args, Context(args.command, args_list, env)))
     except SharedpgError as exc:
-        _log_error(command, exc)
-        return int(exc.exit_code)
+        code = int(exc.exit_code)
+        mapping = getattr(_load(command), "usage_exit_code", None) if command else None
+        if isinstance(exc, ConfigError) and mapping is not None:  # a command may map usage errors itself
+            code = int(mapping(args_list))
+        _log_error(command, exc, code)
+        return code
     except SystemExit as exc:  # --help and --version
         return int(exc.code or 0) if isinstance(exc.code, int) else 0
     except Exception:  # a bug: say so, with the traceback, and exit 1
@@ -131,9 +137,9 @@ def _early_log_format(argv: list[str], environ: Mapping[str, str]) -> str:
     return fmt if fmt in logs.FORMATS else "auto"
 
 
-def _log_error(command: str | None, exc: SharedpgError) -> None:
+def _log_error(command: str | None, exc: SharedpgError, code: int) -> None:
     log = logs.get_logger(command=command)
-    fields = {"exit_code": int(exc.exit_code), "hint": exc.hint}
+    fields = {"exit_code": code, "hint": exc.hint}
     if isinstance(exc, ConfigError):
         for problem in exc.problems:
             log.error("usage error", error=problem, **fields)

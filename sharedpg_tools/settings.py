@@ -113,7 +113,9 @@ def boolean(text: str | bool) -> bool:
     raise argparse.ArgumentTypeError(f"{text!r} is not a boolean; use true/false, 1/0, on/off or yes/no")
 
 
-def add_common(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
+def add_common(
+    parser: argparse.ArgumentParser, environ: Mapping[str, str], outputs: tuple[str, ...] = ("text", "json")
+) -> None:
     """The target, logging and output options of every command."""
     opts = EnvDefaults(parser, environ)
     target = parser.add_argument_group("target (libpq's PG* variables apply as in psql)")
@@ -133,7 +135,7 @@ def add_common(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> N
     )
     opts.add("--log-format", default="auto", choices=logs.FORMATS, help="auto = console on a TTY, JSON otherwise")
     opts.add("--log-level", default="info", choices=list(logs.LEVELS), help="least severe level logged")
-    opts.add("--output", default="text", choices=("text", "json"), help="format of the result on stdout")
+    opts.add("--output", default="text", choices=outputs, help="format of the result on stdout")
 
 
 def read_password_file(path: str) -> str:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from sharedpg_tools.errors import ConfigError
-from sharedpg_tools.tenant import TenantSpec, check_name
+from sharedpg_tools.names import check_name
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from sharedpg_tools.tenant import TenantSpec
 
 STACKS = ("backstage", "cicd", "policies", "observability")
 _TOP_KEYS = {"server", "admin_headroom", "connection_limit_margin", "vault", "tenants"}
@@ -42,6 +45,12 @@ class Capacity:
     def usable(self) -> int:
         """Slots ordinary roles can use: max_connections - superuser_reserved - reserved (16+)."""
         return self.max_connections - self.superuser_reserved - self.reserved
+
+    def describe(self) -> str:
+        return (
+            f"max_connections {self.max_connections} - superuser_reserved {self.superuser_reserved} "
+            f"- reserved {self.reserved}"
+        )
 
 
 class Tenant:
@@ -80,6 +89,8 @@ class Tenant:
         return f"{self.vault_mount}/{self.vault_path}"
 
     def tenant_spec(self, password: str | None) -> TenantSpec:
+        from sharedpg_tools.tenant import TenantSpec  # psycopg: only where tenants are ensured
+
         return TenantSpec(self.name, self.role, self.database, password, self.connection_limit, self.settings,
                           self.encoding, self.extensions)  # fmt: skip
 
@@ -100,12 +111,19 @@ class Spec:
     def total_budget(self) -> int:
         return sum(t.budget for t in self.tenants)
 
+    def overflow(self, capacity: Capacity) -> int:
+        """By how many connections the budgets plus the admin headroom exceed the usable slots (<= 0: fits)."""
+        return self.total_budget + self.admin_headroom - capacity.usable
+
     def stacks(self) -> list[str]:
         return sorted({t.stack for t in self.tenants})
 
 
-def load(path: str | None) -> Spec:
+def load(path: str | None, check_capacity: bool = True) -> Spec:
     """The spec in ``path`` (YAML), or the built-in default.
+
+    ``check_capacity=False`` accepts budgets that do not fit the server: ``check-pool`` reports that
+    itself, as its finding rather than as invalid input.
 
     :raises ConfigError: listing every problem, each naming the tenant and the key.
     """
@@ -116,13 +134,15 @@ def load(path: str | None) -> Spec:
         raise ConfigError(
             f"--spec {path!r} cannot be read ({exc.strerror}): mount the ConfigMap there or fix the path"
         ) from None
+    import yaml  # not on check-pool's live path without a spec
+
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{source} is not valid YAML{where}: fix the syntax") from None
-    problems = validate(raw)
+    problems = validate(raw, check_capacity)
     if problems:
         raise ConfigError(f"{source}: {problems[0]}", problems=[f"{source}: {p}" for p in problems])
     return Spec(raw)
@@ -132,7 +152,7 @@ def _int(value: Any, minimum: int = 0) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
-def validate(raw: Any) -> list[str]:
+def validate(raw: Any, check_capacity: bool = True) -> list[str]:
     """Every problem with a raw spec, one message each, naming the tenant and the key."""
     if not isinstance(raw, dict) or not isinstance(raw.get("tenants"), list) or not raw["tenants"]:
         return ["needs a 'tenants' list with at least one tenant"]
@@ -155,16 +175,15 @@ def validate(raw: Any) -> list[str]:
     seen: dict[str, set[str]] = {"name": set(), "role": set(), "database": set()}
     for index, tenant in enumerate(raw["tenants"]):
         problems += _tenant_problems(index, tenant, seen)
-    if not problems and server:
+    if not problems and server and check_capacity:
         spec = Spec(raw)
         assert spec.capacity is not None
-        needed = spec.total_budget + spec.admin_headroom
-        if needed > spec.capacity.usable:
+        overflow = spec.overflow(spec.capacity)
+        if overflow > 0:
             problems.append(
-                f"pool budgets total {spec.total_budget} plus admin_headroom {spec.admin_headroom} = {needed} "
-                f"exceed the {spec.capacity.usable} usable slots (max_connections {spec.capacity.max_connections} "
-                f"- superuser_reserved {spec.capacity.superuser_reserved} - reserved {spec.capacity.reserved}): "
-                "lower pools or raise max_connections"
+                f"pool budgets total {spec.total_budget} plus admin_headroom {spec.admin_headroom} = "
+                f"{spec.total_budget + spec.admin_headroom} exceed the {spec.capacity.usable} usable slots "
+                f"({spec.capacity.describe()}): lower pools or raise max_connections"
             )
     return problems
 

@@ -28,6 +28,7 @@ from sharedpg_tools import localserver
 LOCAL_MAJORS = (15, 16, 18)
 # DDL is logged, with each line's SQLSTATE, so tests can prove what reached the server (and what did not).
 LOG_SETTINGS = {"log_statement": "ddl", "log_line_prefix": "%m [%p] %e %u@%d "}
+RESERVED_16 = 2
 DOCKER_MAJORS = (14, 17)
 MANAGED_ADMIN = "admin_managed"
 
@@ -116,7 +117,10 @@ def start_local(major: int, settings: dict[str, str] | None = None) -> Server:
             pytest.fail(message)
         pytest.skip(message)
     password = secrets.token_urlsafe(18)
-    local = localserver.LocalServer(installation, password, settings={**LOG_SETTINGS, **(settings or {})}).start()
+    # 16+: reserve slots for pg_use_reserved_connections, so check-pool must subtract them
+    reserved = {"reserved_connections": str(RESERVED_16)} if major >= 16 else {}
+    local = localserver.LocalServer(installation, password, settings={**LOG_SETTINGS, **reserved, **(settings or {})})
+    local.start()
     server = Server(f"pg{major}", major, local.host, local.port, password, local)
     server.create_managed_admin()
     return server

@@ -1,0 +1,164 @@
+"""``sharedpg check-pool``: the connection budget as code — offline plan, live usage, one-tenant probe.
+
+Exit codes differ from the other commands: they follow the Nagios convention, because monitoring
+(a CronJob, a probe, node-exporter's textfile collector) reads them: 0 OK · 1 WARNING · 2 CRITICAL ·
+3 UNKNOWN (cannot tell: no connection, or other roles' sessions hidden from this role, or invalid
+input). ``--offline`` exits 0 when the budget fits, 1 when it does not, 2 for invalid input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+
+from sharedpg_tools import libpq, logs, pool, spec
+from sharedpg_tools.classify import connect_failure
+from sharedpg_tools.errors import ConfigError, SharedpgError
+from sharedpg_tools.settings import Context, EnvDefaults, seconds, target_from_args
+
+NAME = "check-pool"
+USES_STRUCTLOG = False  # may run as a probe: see sharedpg_tools/logs.py
+OUTPUTS = ("text", "json", "prometheus")
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+
+def usage_exit_code(argv: Sequence[str]) -> int:
+    """Invalid input: 2 offline (as the plan's contract says), 3 UNKNOWN live (Nagios)."""
+    return 2 if "--offline" in argv else int(pool.Status.UNKNOWN)
+
+
+def _fraction(text: str) -> float:
+    value = seconds(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a fraction between 0 and 1, e.g. 0.8")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser, environ: Any) -> None:
+    opts = EnvDefaults(parser, environ)
+    opts.add("--offline", action="store_true", default=False, help="no connection: check the spec's budget only")
+    opts.add("--spec", metavar="FILE", help="the tenants spec [offline: the built-in one; live: none]")
+    opts.add("--role", metavar="NAME", help="check one tenant only (a sidecar's probe, a CronJob)")
+    opts.add("--warn", type=_fraction, default=0.8, metavar="FRACTION", help="WARNING at this share of a limit")
+    opts.add("--crit", type=_fraction, default=0.95, metavar="FRACTION", help="CRITICAL at this share of a limit")
+    opts.add("--max-connections", type=int, metavar="N", help="offline: the server's max_connections")
+    opts.add("--superuser-reserved", type=int, metavar="N", help="offline: superuser_reserved_connections [3]")
+    opts.add("--reserved", type=int, metavar="N", help="offline: reserved_connections (16+) [0]")
+    opts.add("--attempt-timeout", type=seconds, default=5.0, metavar="SECONDS", help="limit of the connection")
+
+
+def run(args: argparse.Namespace, ctx: Context) -> int:
+    output = args.output
+    if args.warn > args.crit:
+        raise ConfigError(f"--warn {args.warn:g} is above --crit {args.crit:g}: lower --warn")
+    if args.offline:
+        tenants = spec.load(args.spec, check_capacity=False)
+        report = pool.offline(tenants, _capacity(args, tenants))
+        _emit(output, report)
+        return 0 if report.status == pool.Status.OK else 1  # a plan fits or not; a WARNING is advice
+    tenants_or_none = spec.load(args.spec, check_capacity=False) if args.spec else None
+    target = target_from_args(args, ctx)
+    log = logs.get_logger(command=NAME)
+    try:
+        conn = libpq.Connection(target.params(), time.monotonic() + args.attempt_timeout, lambda: False)
+    except (libpq.ConnectFailed, libpq.Cancelled) as exc:
+        error = exc.error if isinstance(exc, libpq.ConnectFailed) else libpq.ServerError("no answer in time")
+        failure = connect_failure(error.message, error.sqlstate, error.needs_password)
+        report = pool.Report("live", spec.Capacity(0))
+        report.flag(pool.Status.UNKNOWN, f"cannot connect: {failure.message}", failure.hint)
+    else:
+        try:
+            report = pool.live(conn, tenants_or_none, args.warn, args.crit, args.role)
+        except libpq.QueryFailed as exc:
+            raise SharedpgError(f"cannot read pg_stat_activity: {exc.error.message}") from None
+        finally:
+            conn.close()
+    for finding in report.findings:
+        emit = log.warning if finding.status < pool.Status.CRITICAL else log.error
+        emit("check-pool finding", status=finding.status.name, finding=finding.message, hint=finding.hint)
+    _emit(output, report)
+    return int(report.status)
+
+
+def _capacity(args: argparse.Namespace, tenants: spec.Spec) -> spec.Capacity:
+    base = tenants.capacity
+    if args.max_connections is None and base is None:
+        raise ConfigError(
+            "--offline needs the server's capacity: give --max-connections (and --superuser-reserved, --reserved) "
+            "or a server section in the spec"
+        )
+    return spec.Capacity(
+        args.max_connections if args.max_connections is not None else base.max_connections,  # type: ignore[union-attr]
+        args.superuser_reserved if args.superuser_reserved is not None else (base.superuser_reserved if base else 3),
+        args.reserved if args.reserved is not None else (base.reserved if base else 0),
+    )
+
+
+def _emit(output: str, report: pool.Report) -> None:
+    if output == "json":
+        text = json.dumps(report.as_dict(), ensure_ascii=False) + "\n"
+    elif output == "prometheus":
+        text = prometheus(report)
+    else:
+        text = _text(report)
+    sys.stdout.write(logs.redact(text))
+    sys.stdout.flush()
+
+
+def _text(report: pool.Report) -> str:
+    c = report.capacity
+    what = "connections" if report.mode == "live" else "budgeted connections"
+    share = f" ({report.total / c.usable:.0%})" if c.usable > 0 else ""
+    lines = [f"CHECK-POOL {report.status.name} - {report.total} {what} of {c.usable} usable slots{share} "
+             f"({c.describe()}){f', +{report.headroom} admin headroom' if report.headroom else ''}"]  # fmt: skip
+    lines += [f"{f.status.name}: {f.message}" + (f" (hint: {f.hint})" if f.hint else "") for f in report.findings]
+    lines.append(f"{'role':<24} {'conn':>5} {'active':>6} {'idle':>5} {'idle_tx':>7} {'limit':>6} {'budget':>6}")
+    live = report.mode == "live"
+    for usage in report.roles.values():
+        idle_tx = sum(n for s, n in usage.states.items() if s.startswith("idle in transaction"))
+        counts = [usage.total, usage.states.get("active", 0), usage.states.get("idle", 0), idle_tx]
+        conn, active, idle, in_tx = (str(n) for n in counts) if live else ("-",) * 4
+        limit = "-" if usage.limit is None else "none" if usage.limit == -1 else str(usage.limit)
+        if not live:
+            limit = str(usage.expected_limit)
+        budget = str(usage.budget) if usage.budget is not None else "-"
+        lines.append(f"{usage.role:<24} {conn:>5} {active:>6} {idle:>5} {in_tx:>7} {limit:>6} {budget:>6}")
+    return "".join(line + "\n" for line in lines)
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def prometheus(report: pool.Report) -> str:
+    """The text exposition format: gauges per role and totals, for node-exporter's textfile collector."""
+    c = report.capacity
+    metrics: list[tuple[str, str, list[tuple[str, float]]]] = [
+        ("sharedpg_pool_status", "check-pool status: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN",
+         [("", int(report.status))]),
+        ("sharedpg_max_connections", "The server's max_connections", [("", c.max_connections)]),
+        ("sharedpg_usable_connections", "max_connections - superuser_reserved - reserved (16+)", [("", c.usable)]),
+        (f"sharedpg_{'connections' if report.mode == 'live' else 'budget'}_total",
+         "Client connections of all roles" if report.mode == "live" else "Declared pool budgets of all tenants",
+         [("", report.total)]),
+        ("sharedpg_role_connections", "Client connections by role and state",
+         [(f'role="{_label(u.role)}",state="{_label(s)}"', n)
+          for u in report.roles.values() for s, n in u.states.items()]),
+        ("sharedpg_role_connection_limit", "The role's CONNECTION LIMIT (-1: none)",
+         [(f'role="{_label(u.role)}"', u.limit) for u in report.roles.values() if u.limit is not None]),
+        ("sharedpg_role_budget", "The role's pool budget in the spec (pool max x replicas x multiplier)",
+         [(f'role="{_label(u.role)}"', u.budget) for u in report.roles.values() if u.budget is not None]),
+    ]  # fmt: skip
+    lines = []
+    for name, help_text, samples in metrics:
+        if not samples:
+            continue
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
+        lines += [f"{name}{{{labels}}} {value:g}" if labels else f"{name} {value:g}" for labels, value in samples]
+    return "".join(line + "\n" for line in lines)

@@ -1,0 +1,242 @@
+"""The connection budget as code: declared pools against the server's real capacity, and live usage.
+
+Usable client slots are ``max_connections - superuser_reserved_connections - reserved_connections``
+(the last exists from PostgreSQL 16). Autovacuum, parallel workers and WAL senders do not take these
+slots (verified on 15, 16 and 18: shared/notes/pg-semantics.md §6), so no "margin for autovacuum" is
+needed — the seed plan's reason for its margin is a misconception; admin headroom is the real one.
+
+The live check reads ``pg_stat_activity`` through the lean libpq binding (it may run as a probe).
+Without superuser or ``pg_read_all_stats`` (part of ``pg_monitor``), other roles' sessions show with
+their state and backend type hidden; that is detected and reported as UNKNOWN, never as a low count.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+from sharedpg_tools import libpq
+from sharedpg_tools.spec import Capacity, Spec
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+STATES = (
+    "active",
+    "idle",
+    "idle in transaction",
+    "idle in transaction (aborted)",
+    "fastpath function call",
+    "disabled",
+)
+
+
+class Status(IntEnum):
+    """Nagios states, which are also check-pool's exit codes (monitoring reads them)."""
+
+    OK = 0
+    WARNING = 1
+    CRITICAL = 2
+    UNKNOWN = 3
+
+
+class Finding:
+    def __init__(self, status: Status, message: str, hint: str | None = None):
+        self.status = status
+        self.message = message
+        self.hint = hint
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"status": self.status.name, "message": self.message, "hint": self.hint}
+
+
+class RoleUsage:
+    """One role: its connections by state, its CONNECTION LIMIT, and what the spec declares."""
+
+    def __init__(self, role: str):
+        self.role = role
+        self.states: dict[str, int] = {}
+        self.limit: int | None = None  # None: the role does not exist
+        self.budget: int | None = None
+        self.expected_limit: int | None = None
+
+    @property
+    def total(self) -> int:
+        return sum(self.states.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"role": self.role, "connections": self.total, "states": self.states, "connection_limit": self.limit,
+                "budget": self.budget, "expected_limit": self.expected_limit}  # fmt: skip
+
+
+class Report:
+    def __init__(self, mode: str, capacity: Capacity):
+        self.mode = mode
+        self.capacity = capacity
+        self.roles: dict[str, RoleUsage] = {}
+        self.databases: dict[str, tuple[int, int]] = {}  # name -> (connections, datconnlimit)
+        self.findings: list[Finding] = []
+        self.total = 0  # connections counted (live) or budgeted (offline)
+        self.headroom = 0
+        self.server_version = ""
+
+    @property
+    def status(self) -> Status:
+        return max((f.status for f in self.findings), default=Status.OK)
+
+    def role(self, name: str) -> RoleUsage:
+        return self.roles.setdefault(name, RoleUsage(name))
+
+    def flag(self, status: Status, message: str, hint: str | None = None) -> None:
+        self.findings.append(Finding(status, message, hint))
+
+    def as_dict(self) -> dict[str, Any]:
+        c = self.capacity
+        return {
+            "status": self.status.name,
+            "exit_code": int(self.status),
+            "mode": self.mode,
+            "server_version": self.server_version or None,
+            "capacity": {
+                "max_connections": c.max_connections,
+                "superuser_reserved_connections": c.superuser_reserved,
+                "reserved_connections": c.reserved,
+                "usable": c.usable,
+            },
+            "connections" if self.mode == "live" else "budget": self.total,
+            "admin_headroom": self.headroom,
+            "roles": [r.as_dict() for r in self.roles.values()],
+            "databases": [
+                {"database": d, "connections": n, "connection_limit": lim} for d, (n, lim) in self.databases.items()
+            ],
+            "findings": [f.as_dict() for f in self.findings],
+        }
+
+
+def offline(spec: Spec, capacity: Capacity) -> Report:
+    """Does the declared budget fit? WARNING-free: it fits (OK) or not (CRITICAL, mapped to exit 1)."""
+    report = Report("offline", capacity)
+    report.headroom = spec.admin_headroom
+    for tenant in spec.tenants:
+        usage = report.role(tenant.role)
+        usage.budget, usage.expected_limit = tenant.budget, tenant.connection_limit
+    report.total = spec.total_budget
+    overflow = spec.overflow(capacity)
+    if overflow > 0:
+        largest = sorted(spec.tenants, key=lambda t: t.budget, reverse=True)
+        report.flag(
+            Status.CRITICAL,
+            f"does not fit by {overflow}: budgets {spec.total_budget} + admin headroom {spec.admin_headroom} > "
+            f"{capacity.usable} usable slots; largest budgets: "
+            + ", ".join(f"{t.name} {t.budget} ({t.pool_max}x{t.replicas}x{t.pool_multiplier})" for t in largest),
+            "lower pool.max or replicas of the largest tenants, or raise max_connections",
+        )
+    limits = sum(t.connection_limit for t in spec.tenants)
+    if limits > capacity.usable:
+        report.flag(
+            Status.WARNING,
+            f"the tenants' CONNECTION LIMITs add up to {limits}, more than the {capacity.usable} usable slots: "
+            "the server cannot stop all of them at once before max_connections",
+        )
+    return report
+
+
+_SETTINGS_SQL = (
+    "SELECT current_setting('server_version_num'), current_setting('server_version'), "
+    "current_setting('max_connections'), current_setting('superuser_reserved_connections'), "
+    "coalesce(current_setting('reserved_connections', true), '0'), r.rolsuper, "
+    "pg_catalog.pg_has_role('pg_read_all_stats', 'USAGE') FROM pg_catalog.pg_roles r WHERE r.rolname = current_user"
+)
+_ACTIVITY_SQL = (
+    "SELECT usename, datname, state, count(*) FROM pg_catalog.pg_stat_activity "
+    "WHERE backend_type = 'client backend' GROUP BY 1, 2, 3"
+)
+# Rows of other roles' sessions that an unprivileged viewer sees without backend_type or state.
+_HIDDEN_SQL = (
+    "SELECT usename, count(*) FROM pg_catalog.pg_stat_activity "
+    "WHERE backend_type IS NULL AND usesysid IS NOT NULL AND datid IS NOT NULL GROUP BY 1"
+)
+
+
+def live(conn: libpq.Connection, spec: Spec | None, warn: float, crit: float, only_role: str | None = None) -> Report:
+    """Current usage against the server's capacity, each role's limit and the spec's budgets."""
+    _, version, max_conn, su_reserved, reserved, is_super, reads_stats = conn.query(_SETTINGS_SQL)[0]
+    capacity = Capacity(int(max_conn or 0), int(su_reserved or 0), int(reserved or 0))
+    report = Report("live", capacity)
+    report.server_version = str(version).split(" ")[0]
+    privileged = is_super == "t" or reads_stats == "t"
+    for usename, datname, state, count in conn.query(_ACTIVITY_SQL):
+        if usename is None or (only_role and usename != only_role):
+            continue
+        usage = report.role(usename)
+        usage.states[state or "unknown"] = usage.states.get(state or "unknown", 0) + int(count or 0)
+        n, limit = report.databases.get(datname or "", (0, -1))
+        report.databases[datname or ""] = (n + int(count or 0), limit)
+    limits = {
+        name: int(limit or -1) for name, limit in conn.query("SELECT rolname, rolconnlimit FROM pg_catalog.pg_roles")
+    }
+    for datname, datlimit in conn.query("SELECT datname, datconnlimit FROM pg_catalog.pg_database WHERE datallowconn"):
+        if datname in report.databases:
+            report.databases[datname] = (report.databases[datname][0], int(datlimit or -1))
+    if spec is not None:
+        for tenant in spec.tenants:
+            if only_role is None or tenant.role == only_role:
+                usage = report.role(tenant.role)
+                usage.budget, usage.expected_limit = tenant.budget, tenant.connection_limit
+    if only_role is not None:
+        report.role(only_role)
+    for usage in report.roles.values():
+        usage.limit = limits.get(usage.role)
+        _judge_role(report, usage, warn, crit)
+    report.total = sum(r.total for r in report.roles.values())
+    if only_role is None:
+        _judge_total(report, warn, crit)
+    if not privileged:
+        _judge_visibility(report, conn, only_role)
+    return report
+
+
+def _judge_role(report: Report, usage: RoleUsage, warn: float, crit: float) -> None:
+    name = usage.role
+    if usage.limit is None:
+        if usage.budget is not None:
+            report.flag(Status.WARNING, f"role {name} does not exist", "has the bootstrap Job run?")
+        return
+    if usage.expected_limit is not None and usage.limit != usage.expected_limit:
+        shown = "none" if usage.limit == -1 else str(usage.limit)
+        report.flag(
+            Status.WARNING,
+            f"role {name}: CONNECTION LIMIT {shown} differs from the spec's {usage.expected_limit} "
+            f"(budget {usage.budget})",
+            "re-run the bootstrap Job (or ensure-tenant) to set it",
+        )
+    elif usage.limit == -1 and usage.budget is not None:
+        report.flag(Status.WARNING, f"role {name} has no CONNECTION LIMIT", "re-run the bootstrap Job")
+    if usage.limit > 0:
+        share = usage.total / usage.limit
+        level = Status.CRITICAL if share >= crit else Status.WARNING if share >= warn else None
+        if level is not None:
+            report.flag(level, f"role {name}: {usage.total} of its {usage.limit} connections ({share:.0%})",
+                        "the app's pool is near its limit: new connections will fail with 53300")  # fmt: skip
+
+
+def _judge_total(report: Report, warn: float, crit: float) -> None:
+    usable = report.capacity.usable
+    share = report.total / usable if usable > 0 else 1.0
+    level = Status.CRITICAL if share >= crit else Status.WARNING if share >= warn else None
+    if level is not None:
+        report.flag(level, f"{report.total} of {usable} usable connections in use ({share:.0%})",
+                    "lower pools, or raise max_connections; see each role's usage")  # fmt: skip
+
+
+def _judge_visibility(report: Report, conn: libpq.Connection, only_role: str | None) -> None:
+    hidden = {usename: int(count or 0) for usename, count in conn.query(_HIDDEN_SQL) if usename}
+    if only_role is not None:
+        hidden = {k: v for k, v in hidden.items() if k == only_role}
+    if hidden:
+        report.flag(
+            Status.UNKNOWN,
+            f"{sum(hidden.values())} sessions of {', '.join(sorted(hidden))} are hidden from this role: "
+            "the counts would be wrong",
+            "run as a superuser or a role granted pg_monitor (GRANT pg_monitor TO <role>)",
+        )

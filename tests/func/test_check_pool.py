@@ -1,0 +1,185 @@
+"""``sharedpg check-pool`` against real connections: counts by state, limits, thresholds, hidden rows, outputs."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+from psycopg import sql
+
+from tests.conftest import Cli, Result
+from tests.fix_servers import RESERVED_16, Server
+
+
+class Tenant:
+    """A login role with its own database, made by the superuser, and connections opened as it."""
+
+    def __init__(self, pg: Server, limit: int):
+        self.pg = pg
+        self.name = f"pool_{secrets.token_hex(4)}"
+        self.password = secrets.token_urlsafe(16)
+        role = sql.Identifier(self.name)
+        pg.admin_sql(sql.SQL("CREATE ROLE {} LOGIN CONNECTION LIMIT {} PASSWORD {}").format(
+            role, sql.SQL(str(limit)), sql.Literal(self.password)))  # fmt: skip
+        pg.admin_sql(sql.SQL("CREATE DATABASE {} OWNER {}").format(role, role))
+        self.stack = ExitStack()
+
+    def connect(self) -> psycopg.Connection[Any]:
+        conn = psycopg.connect(self.pg.conninfo(self.name, self.name), password=self.password)
+        self.stack.enter_context(conn)
+        return conn
+
+    def open(self, idle: int = 0, in_transaction: int = 0, active: int = 0) -> None:
+        for _ in range(idle):
+            self.connect().commit()
+        for _ in range(in_transaction):
+            self.connect().execute("SELECT 1")  # psycopg opens a transaction and leaves it open
+        for _ in range(active):
+            conn = self.connect()
+            started = threading.Event()
+
+            def sleep(c: psycopg.Connection[Any] = conn, s: threading.Event = started) -> None:
+                s.set()
+                c.execute("SELECT pg_sleep(3)")
+
+            threading.Thread(target=sleep, daemon=True).start()
+            started.wait()
+
+    def drop(self) -> None:
+        self.stack.close()
+        self.pg.admin_sql(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.name)))
+        self.pg.admin_sql(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(self.name)))
+
+
+@pytest.fixture
+def tenants(pg: Server, cli: Cli) -> Iterator[list[Tenant]]:
+    made: list[Tenant] = []
+    yield made
+    for tenant in made:
+        tenant.drop()
+
+
+def make(tenants: list[Tenant], pg: Server, cli: Cli, limit: int = 10) -> Tenant:
+    tenant = Tenant(pg, limit)
+    tenants.append(tenant)
+    cli.secrets.add(tenant.password)
+    return tenant
+
+
+def check(cli: Cli, pg: Server, *args: str, user: str | None = None, password: str | None = None) -> Result:
+    env = {"PGPASSWORD": password or pg.password}
+    return cli("check-pool", "--dsn", pg.conninfo(user), *args, env=env)
+
+
+def spec_file(tmp_path: Path, tenant: Tenant, pool_max: int) -> str:
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump({"tenants": [{"name": tenant.name, "stack": "cicd", "pool": {"max": pool_max}}]}))
+    return str(path)
+
+
+def test_usable_slots_subtract_reserved_connections(cli: Cli, pg: Server) -> None:
+    result = check(cli, pg, "--output", "json")
+    assert result.code == 0, result
+    capacity = result.result()["capacity"]
+    reserved = RESERVED_16 if pg.major >= 16 and pg.local is not None else capacity["reserved_connections"]
+    assert capacity["reserved_connections"] == reserved
+    expected = capacity["max_connections"] - capacity["superuser_reserved_connections"] - reserved
+    assert capacity["usable"] == expected
+
+
+def test_connections_are_counted_by_state(cli: Cli, pg: Server, tenants: list[Tenant]) -> None:
+    tenant = make(tenants, pg, cli)
+    tenant.open(idle=2, in_transaction=1, active=1)
+    result = check(cli, pg, "--role", tenant.name, "--output", "json")
+    assert result.code == 0, result
+    [role] = result.result()["roles"]
+    assert role["connections"] == 4 and role["connection_limit"] == 10
+    assert role["states"] == {"idle": 2, "idle in transaction": 1, "active": 1}
+
+
+def test_warning_then_critical_near_the_role_limit(cli: Cli, pg: Server, tenants: list[Tenant]) -> None:
+    tenant = make(tenants, pg, cli, limit=5)
+    tenant.open(idle=4)
+    warning = check(cli, pg, "--role", tenant.name, "--warn", "0.75", "--crit", "0.95")
+    assert warning.code == 1, warning
+    assert warning.stdout.startswith("CHECK-POOL WARNING")
+    assert f"role {tenant.name}: 4 of its 5 connections (80%)" in warning.stdout
+    tenant.open(idle=1)
+    critical = check(cli, pg, "--role", tenant.name, "--warn", "0.75", "--crit", "0.95")
+    assert critical.code == 2 and critical.stdout.startswith("CHECK-POOL CRITICAL"), critical
+
+
+def test_drifted_limit_is_flagged_against_the_spec(cli: Cli, pg: Server, tenants: list[Tenant], tmp_path: Path) -> None:
+    tenant = make(tenants, pg, cli, limit=99)
+    spec = spec_file(tmp_path, tenant, pool_max=5)  # budget 5, expected limit 5 + 2
+    result = check(cli, pg, "--role", tenant.name, "--spec", spec, "--output", "json")
+    assert result.code == 1, result
+    [finding] = result.result()["findings"]
+    assert finding["status"] == "WARNING" and "CONNECTION LIMIT 99 differs from the spec's 7" in finding["message"]
+
+
+def test_an_unprivileged_caller_gets_unknown_not_a_wrong_count(cli: Cli, pg: Server, tenants: list[Tenant]) -> None:
+    me, other = make(tenants, pg, cli), make(tenants, pg, cli)
+    other.open(idle=2)
+    me.open(idle=1)
+    hidden = check(cli, pg, user=me.name, password=me.password)
+    assert hidden.code == 3, hidden
+    assert "hidden from this role" in hidden.stdout and "pg_monitor" in hidden.stdout
+    own = check(cli, pg, "--role", me.name, "--output", "json", user=me.name, password=me.password)
+    assert own.code == 0 and own.result()["roles"][0]["connections"] >= 1, own
+    pg.admin_sql(sql.SQL("GRANT pg_monitor TO {}").format(sql.Identifier(me.name)))
+    monitored = check(cli, pg, "--output", "json", user=me.name, password=me.password)
+    assert monitored.code == 0, monitored
+    counts = {r["role"]: r["connections"] for r in monitored.result()["roles"]}
+    assert counts[other.name] == 2
+
+
+def test_prometheus_output_parses_and_carries_each_role(cli: Cli, pg: Server, tenants: list[Tenant]) -> None:
+    tenant = make(tenants, pg, cli)
+    tenant.open(idle=3)
+    result = check(cli, pg, "--output", "prometheus")
+    assert result.code == 0, result
+    families = {f.name: f for f in text_string_to_metric_families(result.stdout)}
+    samples = families["sharedpg_role_connections"].samples
+    assert sum(s.value for s in samples if s.labels["role"] == tenant.name) == 3
+    limits = {s.labels["role"]: s.value for s in families["sharedpg_role_connection_limit"].samples}
+    assert limits[tenant.name] == 10
+    assert families["sharedpg_usable_connections"].samples[0].value > 0
+
+
+def test_unreachable_server_is_unknown_with_hint(cli: Cli) -> None:
+    result = cli("check-pool", "--dsn", "host=127.0.0.1 port=1", "--output", "json")
+    assert result.code == 3, result
+    assert "cannot connect" in result.result()["findings"][0]["message"]
+
+
+def test_offline_seed_plan_fits_and_an_overfull_one_does_not(cli: Cli, tmp_path: Path) -> None:
+    fits = cli("check-pool", "--offline")
+    assert fits.code == 0, fits
+    assert fits.stdout.startswith("CHECK-POOL OK - 65 budgeted connections of 77 usable slots")
+    raw = yaml.safe_load(cli("bootstrap", "--print-default-spec").stdout)
+    raw["tenants"].append({"name": "keycloak", "stack": "backstage", "pool": {"max": 10}, "replicas": 2})
+    (tmp_path / "more.yaml").write_text(yaml.safe_dump(raw))
+    full = cli("check-pool", "--offline", "--spec", str(tmp_path / "more.yaml"), "--output", "json")
+    assert full.code == 1, full
+    message = full.result()["findings"][0]["message"]
+    assert "does not fit by 13" in message and "keycloak 20 (10x2x1)" in message
+
+
+def test_offline_capacity_flags_override_the_spec(cli: Cli) -> None:
+    result = cli("check-pool", "--offline", "--max-connections", "100", "--reserved", "5", "--output", "json")
+    assert result.code == 0, result
+    assert result.result()["capacity"]["usable"] == 100 - 3 - 5
+
+
+def test_invalid_input_is_unknown_live_and_2_offline(cli: Cli) -> None:
+    assert cli("check-pool", "--warn", "1.5").code == 3
+    assert cli("check-pool", "--offline", "--warn", "1.5").code == 2
