@@ -11,8 +11,6 @@ Targets (issue 4): six tenants from empty <= 2 s, no-op re-run <= 0.3 s, cost li
 
 from __future__ import annotations
 
-import argparse
-import os
 import secrets
 import sys
 from pathlib import Path
@@ -20,7 +18,8 @@ from tempfile import TemporaryDirectory
 
 import yaml
 
-from bench.common import measure, regular_install, server_installation, tool
+from bench import common
+from bench.common import measure, tool
 from sharedpg_tools import localserver, spec
 
 
@@ -51,17 +50,14 @@ def _psql_floor(server: localserver.LocalServer, env: dict[str, str], tmp: Path)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = common.parser(__doc__)
     parser.add_argument("--sizes", type=int, nargs="*", default=[50, 200, 500])
-    parser.add_argument("--major", type=int, default=None, help="server major (default: 15, else any)")
-    parser.add_argument("--sharedpg", help="the sharedpg executable [default: a regular install in bench/.probe-venv]")
     args = parser.parse_args()
-    installation = server_installation(args.major)
-    sharedpg = args.sharedpg or regular_install()
+    installation, sharedpg = common.subjects(args)
     password = secrets.token_urlsafe(18)
     settings = {"max_connections": "200", "shared_buffers": "128MB"}  # PostgreSQL's default, not the tests' 16MB
     with localserver.LocalServer(installation, password, settings=settings) as server, TemporaryDirectory() as tmp:
-        env = {"PATH": os.environ.get("PATH", ""), "PGPASSWORD": password, "LC_ALL": "C"}
+        env = common.client_env(password)
         print(f"PostgreSQL {server.major} ({installation.source}), sharedpg bootstrap --no-vault, 2-core machine")
         print(f"{'run':<34} {'tenants':>7} {'wall s':>8} {'CPU s':>7} {'wall ms/tenant':>15}")
         cpu, wall, _ = _psql_floor(server, env, Path(tmp))

@@ -10,26 +10,22 @@ against psql. Run from the checkout's root::
 
 from __future__ import annotations
 
-import argparse
-import os
 import secrets
 import sys
 
-from bench.common import compare, regular_install, server_installation, tool
+from bench import common
+from bench.common import compare, tool
 from sharedpg_tools import localserver
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = common.parser(__doc__)
     parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("--major", type=int, default=None, help="server major (default: 15, else any)")
-    parser.add_argument("--sharedpg", help="the sharedpg executable [default: a regular install in bench/.probe-venv]")
     args = parser.parse_args()
-    installation = server_installation(args.major)
-    sharedpg = args.sharedpg or regular_install()
+    installation, sharedpg = common.subjects(args)
     password = secrets.token_urlsafe(18)
     with localserver.LocalServer(installation, password) as server:
-        env = {"PATH": os.environ.get("PATH", ""), "PGPASSWORD": password, "LC_ALL": "C"}
+        env = common.client_env(password)
         target = server.conninfo()
         query = "SELECT count(*) FROM pg_stat_activity WHERE usename = 'postgres'"
         commands = {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import os
 import shutil
 import statistics
 import subprocess
@@ -39,7 +41,10 @@ def measure(command: list[str], env: dict[str, str]) -> tuple[float, float, floa
 
 
 def regular_install() -> str:
-    """Install this checkout (not editable) into bench/.probe-venv, as the image does; return its sharedpg."""
+    """Install this checkout (not editable) into bench/.probe-venv, as the image does; return its sharedpg.
+
+    An editable install would add an import hook to every start that the image does not have.
+    """
     root = Path(__file__).resolve().parent.parent
     venv = root / "bench" / ".probe-venv"
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
@@ -53,6 +58,24 @@ def regular_install() -> str:
 def tool(name: str, bindir: Path) -> str:
     """The client as a platform engineer has it (on PATH), else the server installation's."""
     return shutil.which(name) or str(bindir / name)
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    """The options every benchmark takes: the server's major and the sharedpg executable to measure."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--major", type=int, default=None, help="server major (default: 15, else any)")
+    parser.add_argument("--sharedpg", help="the sharedpg executable [default: a regular install in bench/.probe-venv]")
+    return parser
+
+
+def subjects(args: argparse.Namespace) -> tuple[localserver.Installation, str]:
+    """The server installation and the sharedpg executable the options name."""
+    return server_installation(args.major), args.sharedpg or regular_install()
+
+
+def client_env(password: str) -> dict[str, str]:
+    """The environment every measured client gets: the same for psql and sharedpg."""
+    return {"PATH": os.environ.get("PATH", ""), "PGPASSWORD": password, "LC_ALL": "C"}
 
 
 def server_installation(major: int | None) -> localserver.Installation:

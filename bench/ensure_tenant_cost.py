@@ -14,15 +14,14 @@ server log, no non-superuser membership), so it is the floor, not an equal.
 
 from __future__ import annotations
 
-import argparse
-import os
 import secrets
 import statistics
 import sys
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-from bench.common import measure, regular_install, server_installation, tool
+from bench import common
+from bench.common import measure, tool
 from sharedpg_tools import localserver
 
 TENANT = "bench_tenant"
@@ -36,20 +35,17 @@ SELECT format('REVOKE CONNECT, TEMPORARY ON DATABASE %I FROM PUBLIC', :'t') \\ge
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = common.parser(__doc__)
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--major", type=int, default=None, help="server major (default: 15, else any)")
-    parser.add_argument("--sharedpg", help="the sharedpg executable [default: a regular install in bench/.probe-venv]")
     args = parser.parse_args()
-    installation = server_installation(args.major)
-    sharedpg = args.sharedpg or regular_install()
+    installation, sharedpg = common.subjects(args)
     admin_password, tenant_password = secrets.token_urlsafe(18), secrets.token_urlsafe(18)
     with localserver.LocalServer(installation, admin_password) as server, TemporaryDirectory() as tmp:
         pwfile = Path(tmp) / "tenant.pw"
         pwfile.write_text(tenant_password + "\n")
         script = Path(tmp) / "tenant.sql"
         script.write_text(PSQL_SCRIPT)
-        env = {"PATH": os.environ.get("PATH", ""), "PGPASSWORD": admin_password, "LC_ALL": "C"}
+        env = common.client_env(admin_password)
         psql = tool("psql", server.bindir)
         ensure = [sharedpg, "ensure-tenant", TENANT, "--dsn", server.conninfo(), "--tenant-password-file",
                   str(pwfile), "--connection-limit", "20"]  # fmt: skip

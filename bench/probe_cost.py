@@ -14,31 +14,22 @@ made in bench/.probe-venv the first time (pip, from PyPI).
 
 from __future__ import annotations
 
-import argparse
-import os
 import secrets
 import sys
 
-from bench.common import compare, regular_install, server_installation, tool
+from bench import common
+from bench.common import compare, tool
 from sharedpg_tools import localserver
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = common.parser(__doc__)
     parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("--major", type=int, default=None, help="server major (default: 15, else any)")
-    parser.add_argument(
-        "--sharedpg",
-        help="the sharedpg executable to measure [default: a regular install of this checkout in "
-        "bench/.probe-venv, made as the image makes it; an editable install would add an import hook "
-        "to every start that the image does not have]",
-    )
     args = parser.parse_args()
-    installation = server_installation(args.major)
+    installation, sharedpg = common.subjects(args)
     password = secrets.token_urlsafe(18)
-    sharedpg = args.sharedpg or regular_install()
     with localserver.LocalServer(installation, password) as server:
-        env = {"PATH": os.environ.get("PATH", ""), "PGPASSWORD": password, "LC_ALL": "C"}
+        env = common.client_env(password)
         target = server.conninfo()
         commands = {
             "psql -c 'select 1'": [tool("psql", server.bindir), target, "-XAtqc", "select 1"],

@@ -68,6 +68,13 @@ class Server:
             cur = conn.execute(statement, params or None)
             return cur.fetchall() if cur.description else []
 
+    def drop_tenants(self, names: list[str]) -> None:
+        """Remove what a test made: each name's database (sessions ended) and role."""
+        with self.connect() as conn:
+            for name in names:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+                conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
+
     def create_managed_admin(self) -> None:
         self.admin_sql(
             sql.SQL("CREATE ROLE {} LOGIN CREATEROLE CREATEDB PASSWORD {}").format(

@@ -73,18 +73,12 @@ class Platform:
         for name in self.names:
             assert self.password(name, vault) not in result.stdout + result.stderr
 
-    def drop(self) -> None:
-        with self.pg.connect() as conn:
-            for name in self.names:
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-                conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
-
 
 @pytest.fixture
 def platform(cli: Cli, pg: Server, admin: str, tmp_path: Path) -> Iterator[Platform]:
     made = Platform(cli, pg, admin, tmp_path)
     yield made
-    made.drop()
+    pg.drop_tenants(made.names)
 
 
 def by_tenant(result: Result) -> dict[str, dict[str, Any]]:

@@ -55,8 +55,7 @@ class Tenant:
 
     def drop(self) -> None:
         self.stack.close()
-        self.pg.admin_sql(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.name)))
-        self.pg.admin_sql(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(self.name)))
+        self.pg.drop_tenants([self.name])
 
 
 @pytest.fixture

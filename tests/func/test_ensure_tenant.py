@@ -47,18 +47,12 @@ class Tenants:
         return psycopg.connect(self.pg.conninfo(tenant, dbname or tenant), password=self.passwords[tenant],
                                autocommit=True)  # fmt: skip
 
-    def drop(self) -> None:
-        with self.pg.connect() as conn:
-            for tenant in (t for t in self.passwords if t.endswith(self.suffix)):  # never "postgres" & co.
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(tenant)))
-                conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(tenant)))
-
 
 @pytest.fixture
 def tenants(cli: Cli, pg: Server, admin: str, tmp_path: Path) -> Iterator[Tenants]:
     made = Tenants(cli, pg, admin, tmp_path)
     yield made
-    made.drop()
+    pg.drop_tenants([t for t in made.passwords if t.endswith(made.suffix)])  # never "postgres" & co.
 
 
 def ok(result: Result) -> dict[str, Any]:
