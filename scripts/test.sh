@@ -17,4 +17,5 @@ fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
+.venv/bin/hadolint images/Dockerfile
 .venv/bin/python -m pytest "$@"
