@@ -1,0 +1,81 @@
+"""Copy throughput: ``sharedpg copy-tenant`` beside a plain ``pg_dump | pg_restore`` run by hand.
+
+Starts its own server (PostgreSQL 15 from Debian when present), fills an "old app" database with about
+40 MB (rows with text, an index, a bytea table), then alternately copies it into a fresh tenant with
+copy-tenant (which also runs the preflight and the per-table verification) and with the bare pipeline,
+and prints the median wall time and MB/s (of the dump's size) of each. Run from the checkout's root::
+
+    .venv/bin/python -m bench.copy_cost [--runs 3]
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import statistics
+import subprocess
+import sys
+import time
+
+import psycopg
+
+from bench import common
+from bench.common import tool
+from sharedpg_tools import localserver
+
+FILL = """
+CREATE TABLE events (id bigserial PRIMARY KEY, kind text, payload text, at timestamptz DEFAULT now());
+CREATE INDEX events_kind ON events (kind);
+INSERT INTO events (kind, payload) SELECT 'kind' || (g % 50), repeat(md5(g::text), 8) FROM generate_series(1, 100000) g;
+CREATE TABLE files (id int PRIMARY KEY, data bytea);
+INSERT INTO files SELECT f, decode(string_agg(md5((f * 100000 + g)::text), ''), 'hex')
+  FROM generate_series(1, 20) f, generate_series(1, 31250) g GROUP BY f;
+"""
+
+
+def main() -> int:
+    parser = common.parser(__doc__)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    installation, sharedpg = common.subjects(args)
+    password = secrets.token_urlsafe(18)
+    with localserver.LocalServer(installation, password) as server:
+        env = common.client_env(password)
+        with psycopg.connect(server.conninfo(), password=password, autocommit=True) as conn:
+            conn.execute("CREATE DATABASE old_app")
+        with psycopg.connect(server.conninfo(dbname="old_app"), password=password, autocommit=True) as conn:
+            conn.execute(FILL)
+            size = conn.execute("SELECT pg_database_size('old_app')").fetchone()[0]  # type: ignore[index]
+        source = server.conninfo(dbname="old_app")
+        pg_dump, pg_restore = tool("pg_dump", server.bindir), tool("pg_restore", server.bindir)
+        walls: dict[str, list[float]] = {"sharedpg copy-tenant": [], "pg_dump | pg_restore by hand": []}
+        dump_bytes = 0
+        for run in range(args.runs):
+            for name in walls:
+                tenant = f"bench_{run}_{'s' if name.startswith('sharedpg') else 'h'}"
+                subprocess.run([sharedpg, "ensure-tenant", tenant, "--dsn", server.conninfo()], env=env, check=True,
+                               capture_output=True)  # fmt: skip
+                started = time.monotonic()
+                if name.startswith("sharedpg"):
+                    out = subprocess.run([sharedpg, "copy-tenant", tenant, "--dsn", server.conninfo(), "--output",
+                                          "json"], env={**env, "SHAREDPG_FROM_DSN": f"{source} password={password}"},
+                                         check=True, capture_output=True, text=True).stdout  # fmt: skip
+                    dump_bytes = int(json.loads(out)["bytes"])
+                else:
+                    pipeline = (f"{pg_dump} -Fc --no-owner --no-privileges -d '{source}' | {pg_restore} --no-owner "
+                                f"--no-privileges --role {tenant} --exit-on-error --single-transaction "
+                                f"-d '{server.conninfo(dbname=tenant)}'")  # fmt: skip
+                    subprocess.run(["bash", "-o", "pipefail", "-c", pipeline], env=env, check=True)
+                walls[name].append(time.monotonic() - started)
+        print(f"PostgreSQL {server.major} ({installation.source}); old database {size / 1e6:.0f} MB on disk, "
+              f"dump {dump_bytes / 1e6:.1f} MB; median of {args.runs} runs")  # fmt: skip
+        print(f"{'copy':<32} {'wall s':>8} {'MB/s':>8} {'wall/by hand':>13}")
+        base = statistics.median(walls["pg_dump | pg_restore by hand"])
+        for name, times in walls.items():
+            wall = statistics.median(times)
+            print(f"{name:<32} {wall:>8.2f} {dump_bytes / 1e6 / wall:>8.1f} {wall / base:>13.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

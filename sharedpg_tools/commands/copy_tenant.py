@@ -1,0 +1,196 @@
+"""``sharedpg copy-tenant NAME --from-dsn …``: move an app's data from its old PostgreSQL into its tenant.
+
+Preflight first, nothing written: both servers reachable, source version <= target's, a pg_dump and
+pg_restore new enough (which, and where, is reported), the tenant exists (run ensure-tenant or
+bootstrap first), its database is empty (unless ``--into-nonempty``), encodings match. Then the copy,
+then the verification. The source is never modified. Interrupted: the restore runs in one
+transaction, so nothing is left behind; re-run. After a restore without that guarantee (an earlier
+tool, by hand), ``--into-nonempty --clean`` redoes it over what is there.
+
+Exit codes: 0 copied and verified · 1 a server unreachable, a tool failed, or the verification found a
+mismatch (the tables are named) · 2 invalid input · 3 refused: versions, tools, tenant missing, target
+not empty, encodings differ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import make_conninfo
+
+from sharedpg_tools import copy, db, libpq, logs
+from sharedpg_tools.errors import ConfigError, PermanentError
+from sharedpg_tools.exitcodes import ExitCode
+from sharedpg_tools.names import check_name
+from sharedpg_tools.settings import Context, EnvDefaults, read_password_file, target_from_args
+
+NAME = "copy-tenant"
+USES_STRUCTLOG = True
+
+
+def add_arguments(parser: argparse.ArgumentParser, environ: Any) -> None:
+    parser.add_argument("name", metavar="NAME", help="the tenant, e.g. sonarqube")
+    opts = EnvDefaults(parser, environ)
+    opts.add("--from-dsn", metavar="CONNINFO", help="the old server, e.g. 'host=sonarqube-postgresql user=sonarUser "
+             "dbname=sonarDB'; a password only in the environment variable")  # fmt: skip
+    opts.add("--from-password-file", metavar="PATH", help="the old server's password, from a file")
+    opts.add("--role", help="the tenant's role [NAME]")
+    opts.add("--database", help="the tenant's database [NAME]")
+    opts.add("--into-nonempty", action="store_true", default=False, help="allow a target database with tables")
+    opts.add("--clean", action="store_true", default=False, help="with --into-nonempty: drop what the dump recreates")
+    opts.add("--dry-run", action="store_true", default=False, help="preflight and list what would be copied")
+    opts.add("--maintenance-db", default="postgres", help="where the admin connects first")
+
+
+def _source_params(args: argparse.Namespace, ctx: Context) -> dict[str, str]:
+    if not args.from_dsn:
+        raise ConfigError("--from-dsn / SHAREDPG_FROM_DSN is required: the old server's conninfo")
+    try:
+        params = libpq.parse_conninfo(args.from_dsn)
+    except ValueError as exc:
+        raise ConfigError(f"--from-dsn is not a valid conninfo string or URI ({exc}): fix it") from None
+    if "password" in params:
+        logs.register_secret(params["password"])
+        if ctx.flag_given("--from-dsn"):
+            raise ConfigError("--from-dsn contains a password: use --from-password-file or SHAREDPG_FROM_DSN")
+    if args.from_password_file:
+        params["password"] = read_password_file(args.from_password_file)
+    params.setdefault("fallback_application_name", ctx.app_name)
+    return params
+
+
+# What the tools need of a connection; only keywords every libpq since 10 knows (pg_dump 15 would reject
+# e.g. sslcertmode, which psycopg's newer libpq reports).
+_TOOL_KEYWORDS = ("host", "hostaddr", "port", "user", "dbname", "sslmode", "sslrootcert", "sslcert", "sslkey",
+                  "sslcrl", "connect_timeout", "target_session_attrs")  # fmt: skip
+
+
+def _tool_conninfo(conn: psycopg.Connection[Any]) -> str:
+    """Where a connection went (host, port, user, dbname, sslmode…), without its password."""
+    params = conn.info.get_parameters()
+    return make_conninfo(**{k: v for k, v in params.items() if k in _TOOL_KEYWORDS})
+
+
+def run(args: argparse.Namespace, ctx: Context) -> int:
+    role, database = args.role or args.name, args.database or args.name
+    check_name("role", role)
+    check_name("database", database)
+    if args.clean and not args.into_nonempty:
+        raise ConfigError("--clean only makes sense with --into-nonempty: add it, or drop --clean")
+    source_params = _source_params(args, ctx)
+    target = target_from_args(args, ctx)
+    log = logs.get_logger(command=NAME, tenant=args.name)
+    started = time.monotonic()
+    with db.connect(source_params) as src, db.connect(target.params(dbname=args.maintenance_db)) as admin:
+        src_major, tgt_major = src.info.server_version // 10000, admin.info.server_version // 10000
+        if src.info.server_version > admin.info.server_version:
+            raise PermanentError(
+                f"the source is PostgreSQL {src_major}, newer than the shared server's {tgt_major}: "
+                "a dump cannot be restored into an older server"
+            )
+        _check_tenant(admin, role, database)
+        tools = copy.find_tools(src_major, tgt_major)
+        log.info("tools", pg_dump=tools.pg_dump, major=tools.major)
+        with db.connect(target.params(dbname=database)) as tdb:
+            existing = copy.user_tables(tdb)
+            if existing and not args.into_nonempty:
+                raise PermanentError(
+                    f"database {database} already has {len(existing)} tables (e.g. {'.'.join(existing[0])}): "
+                    "sharedpg never overwrites data silently; add --into-nonempty (and --clean to replace them)"
+                )
+            src_encoding, tgt_encoding = _encoding(src), _encoding(tdb)
+            if src_encoding != tgt_encoding:
+                raise PermanentError(f"the source database is {src_encoding}, the tenant's {tgt_encoding}: "
+                                     "recreate the tenant with --encoding to match")  # fmt: skip
+            tables = copy.user_tables(src)
+            counts = copy.row_counts(src, tables)
+            result: dict[str, Any] = {
+                "tenant": args.name,
+                "source_version": src_major,
+                "target_version": tgt_major,
+                "tools": tools.where,
+                "tables": len(tables),
+                "rows": sum(counts.values()),
+            }
+            if args.dry_run:
+                result |= {"dry_run": True, "would_copy": counts}
+                _report(args.output, result, [f"would copy {t}: {n} rows" for t, n in counts.items()])
+                return ExitCode.OK
+            dump = [tools.pg_dump, "-Fc", "--no-owner", "--no-privileges", "-d", _tool_conninfo(src)]
+            restore = [tools.pg_restore, "--no-owner", "--no-privileges", "--role", role, "--exit-on-error",
+                       "--single-transaction", "-d", _tool_conninfo(tdb)]  # fmt: skip
+            if args.clean:
+                restore += ["--clean", "--if-exists"]
+            copied = copy.stream(
+                dump, restore, copy.child_env(source_params.get("password")),
+                copy.child_env(target.params().get("password") or _env_password(ctx)),
+                lambda n: log.info("copying", bytes=n, mb=round(n / 1e6, 1)),
+            )  # fmt: skip
+            problems = _verify(src, tdb, tables, counts, role)
+    duration = time.monotonic() - started
+    result |= {"bytes": copied, "duration_s": round(duration, 3), "mismatches": problems}
+    for problem in problems:
+        log.error("verification failed", problem=problem)
+    summary = f"copied {len(tables)} tables, {result['rows']} rows, {copied} bytes in {duration:.1f} s"
+    lines = [f"{summary} (pg_dump/pg_restore {tools.major} from {tools.where})"]
+    lines += [f"MISMATCH: {p}" for p in problems]
+    _report(args.output, result, lines)
+    return ExitCode.NOT_READY if problems else ExitCode.OK
+
+
+def _encoding(conn: psycopg.Connection[Any]) -> str:
+    row = conn.execute(
+        "SELECT pg_encoding_to_char(encoding) FROM pg_database WHERE datname = current_database()"
+    ).fetchone()
+    return str(row[0]) if row else "unknown"
+
+
+def _env_password(ctx: Context) -> str | None:
+    return ctx.environ.get("PGPASSWORD")
+
+
+def _check_tenant(admin: psycopg.Connection[Any], role: str, database: str) -> None:
+    row = admin.execute(
+        "SELECT (SELECT count(*) FROM pg_roles WHERE rolname = %s), "
+        "(SELECT count(*) FROM pg_database WHERE datname = %s)",
+        [role, database],
+    ).fetchone()
+    if row is None or not row[0] or not row[1]:
+        raise PermanentError(
+            f"the tenant {role}/{database} does not exist on the shared server: "
+            "run sharedpg ensure-tenant (or the bootstrap Job) first"
+        )
+
+
+def _verify(src: psycopg.Connection[Any], tdb: psycopg.Connection[Any], tables: list[tuple[str, str]],
+            counts: dict[str, int], role: str) -> list[str]:  # fmt: skip
+    """Tables, exact row counts, sequences' last values and owners: source against target."""
+    problems = []
+    target_tables = copy.user_tables(tdb)
+    missing = sorted(set(map(".".join, tables)) - set(map(".".join, target_tables)))
+    problems += [f"table {t} is missing on the target" for t in missing]
+    target_counts = copy.row_counts(tdb, [t for t in tables if ".".join(t) not in missing])
+    problems += [f"table {t}: {counts[t]} rows in the source, {n} in the target"
+                 for t, n in target_counts.items() if n != counts[t]]  # fmt: skip
+    src_seq, tgt_seq = copy.sequences(src), copy.sequences(tdb)
+    problems += [f"sequence {s}: last value {v} in the source, {tgt_seq.get(s)} in the target"
+                 for s, v in src_seq.items() if tgt_seq.get(s) != v]  # fmt: skip
+    others = tdb.execute(
+        "SELECT c.relname, pg_get_userbyid(c.relowner) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+        "AND n.nspname NOT LIKE 'pg\\_toast%%' AND pg_get_userbyid(c.relowner) <> %s",
+        [role],
+    ).fetchall()
+    problems += [f"{name} is owned by {owner}, not {role}" for name, owner in others]
+    return problems
+
+
+def _report(output: str, result: dict[str, Any], lines: list[str]) -> None:
+    text = json.dumps(result, ensure_ascii=False) + "\n" if output == "json" else "".join(f"{x}\n" for x in lines)
+    sys.stdout.write(logs.redact(text))
+    sys.stdout.flush()

@@ -1,0 +1,139 @@
+"""Copy an app's data from its old per-app PostgreSQL into its tenant on the shared server.
+
+``pg_dump -Fc`` from the source is streamed into ``pg_restore --no-owner --no-privileges --role=<tenant>
+--single-transaction --exit-on-error`` into the tenant's database, so every object ends up owned by the
+tenant and an interrupted copy leaves nothing behind. The source is only read. Afterwards every table's
+exact row count, the list of tables and every sequence's last value are compared.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from sharedpg_tools import localserver
+from sharedpg_tools.errors import PermanentError, SharedpgError
+
+_TABLES_SQL = """
+SELECT n.nspname, c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\\_toast%%' AND NOT c.relispartition ORDER BY 1, 2
+"""
+_SEQUENCES_SQL = "SELECT schemaname, sequencename, last_value FROM pg_catalog.pg_sequences ORDER BY 1, 2"
+_CHUNK = 1 << 20
+
+
+class Tools:
+    """The pg_dump and pg_restore used, and where they were found."""
+
+    def __init__(self, bindir: Path, major: int):
+        self.pg_dump = str(bindir / "pg_dump")
+        self.pg_restore = str(bindir / "pg_restore")
+        self.major = major
+        self.where = str(bindir)
+
+
+def _candidates() -> list[Path]:
+    dirs = [inst.bindir for inst in localserver.installations()]
+    on_path = shutil.which("pg_dump")
+    if on_path:
+        dirs.append(Path(on_path).resolve().parent)
+    return [d for d in dict.fromkeys(dirs) if (d / "pg_dump").exists() and (d / "pg_restore").exists()]
+
+
+def _major(binary: Path) -> int:
+    out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, check=True).stdout
+    return int(out.split()[-1].split(".")[0])
+
+
+def find_tools(source_major: int, target_major: int) -> Tools:
+    """pg_dump/pg_restore of the target's major if found (a newer pg_dump writes SQL an older server may
+    refuse, e.g. 17's ``SET transaction_timeout``), else the oldest one at least the source's major.
+
+    :raises PermanentError: when none is new enough, naming what was found.
+    """
+    found = [(d, _major(d / "pg_dump")) for d in _candidates()]
+    usable = [(d, m) for d, m in found if source_major <= m]
+    if not usable:
+        seen = ", ".join(f"{m} in {d}" for d, m in found) or "none"
+        raise PermanentError(
+            f"no pg_dump/pg_restore of major {source_major} or newer (found: {seen}): install postgresql-client-"
+            f"{target_major} or put its bin directory on PATH"
+        )
+    exact = [(d, m) for d, m in usable if m == target_major]
+    bindir, major = exact[0] if exact else min(usable, key=lambda item: item[1])
+    return Tools(bindir, major)
+
+
+def user_tables(conn: psycopg.Connection[Any]) -> list[tuple[str, str]]:
+    return [(str(s), str(t)) for s, t in conn.execute(_TABLES_SQL).fetchall()]
+
+
+def row_counts(conn: psycopg.Connection[Any], tables: list[tuple[str, str]]) -> dict[str, int]:
+    """Exact row counts (count(*)), keyed ``schema.table``."""
+    from psycopg import sql
+
+    counts = {}
+    for schema, table in tables:
+        query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table))
+        counts[f"{schema}.{table}"] = int(conn.execute(query).fetchone()[0])  # type: ignore[index]
+    return counts
+
+
+def sequences(conn: psycopg.Connection[Any]) -> dict[str, int | None]:
+    return {f"{s}.{n}": v for s, n, v in conn.execute(_SEQUENCES_SQL).fetchall()}
+
+
+def stream(dump: list[str], restore: list[str], dump_env: dict[str, str], restore_env: dict[str, str],
+           progress: Callable[[int], None]) -> int:  # fmt: skip
+    """Pipe pg_dump into pg_restore through this process (to count bytes); return the bytes copied.
+
+    :raises SharedpgError: with the failing tool's own error, when either exits non-zero.
+    """
+    dumper = subprocess.Popen(dump, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dump_env)
+    restorer = subprocess.Popen(restore, stdin=subprocess.PIPE, stderr=subprocess.PIPE, env=restore_env)
+    assert dumper.stdout is not None and restorer.stdin is not None
+    copied, reported = 0, time.monotonic()
+    try:
+        while chunk := dumper.stdout.read(_CHUNK):
+            restorer.stdin.write(chunk)
+            copied += len(chunk)
+            if time.monotonic() - reported >= 2.0:
+                progress(copied)
+                reported = time.monotonic()
+        restorer.stdin.close()
+        dump_err = dumper.stderr.read().decode(errors="replace") if dumper.stderr else ""
+        restore_err = restorer.stderr.read().decode(errors="replace") if restorer.stderr else ""
+        dumper.wait()
+        restorer.wait()
+    except BaseException:  # SIGTERM included: stop both; the restore's single transaction rolls back
+        for proc in (dumper, restorer):
+            proc.kill()
+            proc.wait()
+        raise
+    if dumper.returncode != 0:
+        raise SharedpgError(f"pg_dump failed ({dumper.returncode}): {_last_line(dump_err)}")
+    if restorer.returncode != 0:
+        raise SharedpgError(f"pg_restore failed ({restorer.returncode}): {_last_line(restore_err)}",
+                            "nothing was committed (single transaction): fix the cause and re-run")  # fmt: skip
+    return copied
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "no message"
+
+
+def child_env(password: str | None) -> dict[str, str]:
+    """A tool's environment: ours without any PG* variable, plus its password (never on its command line)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    if password:
+        env["PGPASSWORD"] = password
+    return env

@@ -1,0 +1,144 @@
+"""``sharedpg copy-tenant``: an old per-app PostgreSQL 15 copied into a tenant on 15, 16 and 18, for real."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from tests.conftest import Cli, Result
+from tests.fix_servers import Server, start_local
+
+LEGACY_DB, LEGACY_USER = "legacy_app", "legacy_user"
+SCHEMA = """
+CREATE TABLE customers (id serial PRIMARY KEY, name text NOT NULL, note text);
+CREATE TABLE orders (id bigserial PRIMARY KEY, customer_id int NOT NULL REFERENCES customers (id),
+                     total numeric(10, 2), created timestamptz DEFAULT now());
+CREATE INDEX orders_customer ON orders (customer_id);
+CREATE VIEW big_orders AS SELECT * FROM orders WHERE total > 100;
+CREATE TABLE blobs (id int PRIMARY KEY, data bytea);
+INSERT INTO customers (name, note) SELECT 'cliente ' || g, 'ñandú 北京 ' || g FROM generate_series(1, 2000) g;
+INSERT INTO orders (customer_id, total) SELECT (g % 2000) + 1, g * 1.5 FROM generate_series(1, 5000) g;
+INSERT INTO blobs SELECT 1, decode(string_agg(md5(g::text), ''), 'hex') FROM generate_series(1, 31250) g;
+"""
+ROWS = 2000 + 5000 + 1
+
+
+class Legacy:
+    """The app's old server: a PostgreSQL 15 with its own user and a few thousand rows."""
+
+    def __init__(self, server: Server):
+        self.server = server
+        self.password = secrets.token_urlsafe(16)
+        server.admin_sql(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(LEGACY_USER),
+                                                                          sql.Literal(self.password)))  # fmt: skip
+        server.admin_sql(
+            sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(LEGACY_DB), sql.Identifier(LEGACY_USER))
+        )
+        with psycopg.connect(server.conninfo(LEGACY_USER, LEGACY_DB), password=self.password, autocommit=True) as conn:
+            conn.execute(SCHEMA)
+
+    @property
+    def dsn(self) -> str:
+        return f"host={self.server.host} port={self.server.port} user={LEGACY_USER} dbname={LEGACY_DB}"
+
+
+@pytest.fixture(scope="module")
+def legacy() -> Iterator[Legacy]:
+    server = start_local(15)
+    yield Legacy(server)
+    server.local.stop()
+
+
+@pytest.fixture
+def tenant(cli: Cli, pg: Server, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """A fresh tenant on the shared server (made by ensure-tenant), with its password."""
+    name, password = f"copy_{secrets.token_hex(3)}", secrets.token_urlsafe(16)
+    (tmp_path / "tenant.pw").write_text(password)
+    cli.secrets.add(password)
+    made = cli("ensure-tenant", name, "--dsn", pg.conninfo(), "--tenant-password-file", str(tmp_path / "tenant.pw"),
+               env={"PGPASSWORD": pg.password})  # fmt: skip
+    assert made.code == 0, made
+    yield name, password
+    pg.drop_tenants([name])
+
+
+def copy(cli: Cli, pg: Server, legacy: Legacy, tmp_path: Path, name: str, *extra: str) -> Result:
+    pw = tmp_path / "legacy.pw"
+    pw.write_text(legacy.password + "\n")
+    cli.secrets.add(legacy.password)
+    return cli("copy-tenant", name, "--from-dsn", legacy.dsn, "--from-password-file", str(pw), "--dsn", pg.conninfo(),
+               "--output", "json", *extra, env={"PGPASSWORD": pg.password}, timeout=300)  # fmt: skip
+
+
+def test_copy_lands_every_row_owned_by_the_tenant(cli: Cli, pg: Server, legacy: Legacy, tenant: tuple[str, str],
+                                                   tmp_path: Path) -> None:  # fmt: skip
+    name, password = tenant
+    result = copy(cli, pg, legacy, tmp_path, name)
+    assert result.code == 0, result
+    report = result.result()
+    assert report["tables"] == 3 and report["rows"] == ROWS and report["mismatches"] == []
+    assert report["bytes"] > 400_000 and report["target_version"] == pg.major  # the bytea does not compress
+    with psycopg.connect(pg.conninfo(name, name), password=password) as conn:  # the tenant reads its own data
+        assert conn.execute("SELECT count(*) FROM big_orders").fetchone() == (4934,)
+        assert conn.execute("SELECT note FROM customers WHERE id = 7").fetchone() == ("ñandú 北京 7",)
+        assert conn.execute("SELECT length(data) FROM blobs").fetchone() == (500_000,)
+        owners = conn.execute("SELECT DISTINCT pg_get_userbyid(relowner) FROM pg_class c JOIN pg_namespace n "
+                              "ON n.oid = c.relnamespace WHERE n.nspname = 'public'").fetchall()  # fmt: skip
+        assert owners == [(name,)]
+        conn.execute("INSERT INTO customers (name) VALUES ('after the copy')")  # sequences came along
+
+
+def test_nonempty_target_is_refused_then_replaced_on_request(
+    cli: Cli, pg: Server, legacy: Legacy, tenant: tuple[str, str], tmp_path: Path
+) -> None:
+    name, _ = tenant
+    assert copy(cli, pg, legacy, tmp_path, name).code == 0
+    again = copy(cli, pg, legacy, tmp_path, name)
+    assert again.code == 3 and "never overwrites data silently" in again.stderr, again
+    redo = copy(cli, pg, legacy, tmp_path, name, "--into-nonempty", "--clean")
+    assert redo.code == 0 and redo.result()["mismatches"] == [], redo
+
+
+def test_dry_run_lists_what_would_be_copied_and_writes_nothing(
+    cli: Cli, pg: Server, legacy: Legacy, tenant: tuple[str, str], tmp_path: Path
+) -> None:
+    name, password = tenant
+    result = copy(cli, pg, legacy, tmp_path, name, "--dry-run")
+    assert result.code == 0, result
+    assert result.result()["would_copy"] == {"public.blobs": 1, "public.customers": 2000, "public.orders": 5000}
+    with psycopg.connect(pg.conninfo(name, name), password=password) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone() == (0,)
+
+
+def test_missing_tenant_is_refused_with_the_fix(cli: Cli, pg: Server, legacy: Legacy, tmp_path: Path) -> None:
+    result = copy(cli, pg, legacy, tmp_path, "copy_nobody")
+    assert result.code == 3 and "ensure-tenant" in result.stderr, result
+
+
+def test_unreachable_source_says_so(cli: Cli, pg: Server, tenant: tuple[str, str]) -> None:
+    source = "host=127.0.0.1 port=1 user=x dbname=x"
+    result = cli(
+        "copy-tenant", tenant[0], "--from-dsn", source, "--dsn", pg.conninfo(), env={"PGPASSWORD": pg.password}
+    )
+    assert result.code == 1 and "Connection refused" in result.stderr, result
+
+
+def test_newer_source_than_target_is_refused(cli: Cli, pg: Server, legacy: Legacy, tmp_path: Path) -> None:
+    if pg.major <= 15:
+        pytest.skip("needs a source newer than the 15 target")
+    shared = legacy.server  # use the 15 server as the shared one, and this newer one as the source
+    name = f"copy_{secrets.token_hex(3)}"
+    made = cli("ensure-tenant", name, "--dsn", shared.conninfo(), env={"PGPASSWORD": shared.password})
+    assert made.code == 0, made
+    try:
+        source = f"{pg.conninfo()} password={pg.password}"  # in the environment, where a password may be
+        result = cli("copy-tenant", name, "--dsn", shared.conninfo(),
+                     env={"PGPASSWORD": shared.password, "SHAREDPG_FROM_DSN": source})  # fmt: skip
+        assert result.code == 3 and "newer than the shared server" in result.stderr, result
+    finally:
+        shared.drop_tenants([name])
