@@ -17,6 +17,7 @@ import socket
 import subprocess
 import tempfile
 from collections.abc import Mapping
+from functools import cached_property
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -33,8 +34,9 @@ class Installation:
         self.bindir = bindir
         self.source = source
 
-    @property
+    @cached_property
     def major(self) -> int:
+        """The major version, asked of the binary once."""
         out = subprocess.run([str(self.bindir / "postgres"), "--version"], capture_output=True, text=True, check=True)
         return int(out.stdout.split()[-1].split(".")[0])
 
