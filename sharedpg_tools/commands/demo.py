@@ -121,7 +121,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
                 ),
                 server.start,
             ),
-            (Step("the bootstrap Job ensures SonarQube's tenant as the admin", ensure, ExitCode.OK), None),
+            (Step("ensure-tenant makes SonarQube's role and database, as the admin", ensure, ExitCode.OK), None),
             (Step("run again: nothing to do, no DDL", ensure, ExitCode.OK), None),
             (
                 Step(
