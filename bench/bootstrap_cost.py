@@ -50,7 +50,7 @@ def _psql_floor(server: localserver.LocalServer, env: dict[str, str], tmp: Path)
 
 
 def main() -> int:
-    parser = common.parser(__doc__)
+    parser = common.parser_for(__doc__)
     parser.add_argument("--sizes", type=int, nargs="*", default=[50, 200, 500])
     args = parser.parse_args()
     installation, sharedpg = common.subjects(args)

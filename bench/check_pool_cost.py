@@ -10,33 +10,21 @@ against psql. Run from the checkout's root::
 
 from __future__ import annotations
 
-import secrets
 import sys
 
 from bench import common
-from bench.common import compare, tool
 from sharedpg_tools import localserver
 
 
-def main() -> int:
-    parser = common.parser(__doc__)
-    parser.add_argument("--runs", type=int, default=10)
-    args = parser.parse_args()
-    installation, sharedpg = common.subjects(args)
-    password = secrets.token_urlsafe(18)
-    with localserver.LocalServer(installation, password) as server:
-        env = common.client_env(password)
-        target = server.conninfo()
-        query = "SELECT count(*) FROM pg_stat_activity WHERE usename = 'postgres'"
-        commands = {
-            "psql (count one role's sessions)": [tool("psql", server.bindir), target, "-XAtqc", query],
-            "sharedpg check-pool --role postgres": [sharedpg, "check-pool", "--dsn", target, "--role", "postgres"],
-            "sharedpg check-pool (all roles)": [sharedpg, "check-pool", "--dsn", target],
-        }
-        print(f"PostgreSQL {server.major} ({installation.source}), median of {args.runs} alternated runs; base = psql")
-        compare(commands, env, args.runs)
-    return 0
+def commands(server: localserver.LocalServer, sharedpg: str) -> dict[str, list[str]]:
+    target = server.conninfo()
+    query = "SELECT count(*) FROM pg_stat_activity WHERE usename = 'postgres'"
+    return {
+        "psql (count one role's sessions)": [common.tool("psql", server.bindir), target, "-XAtqc", query],
+        "sharedpg check-pool --role postgres": [sharedpg, "check-pool", "--dsn", target, "--role", "postgres"],
+        "sharedpg check-pool (all roles)": [sharedpg, "check-pool", "--dsn", target],
+    }
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(common.compare_main(__doc__, commands))

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import shutil
 import statistics
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from sharedpg_tools import localserver
@@ -60,7 +62,7 @@ def tool(name: str, bindir: Path) -> str:
     return shutil.which(name) or str(bindir / name)
 
 
-def parser(doc: str) -> argparse.ArgumentParser:
+def parser_for(doc: str) -> argparse.ArgumentParser:
     """The options every benchmark takes: the server's major and the sharedpg executable to measure."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--major", type=int, default=None, help="server major (default: 15, else any)")
@@ -102,3 +104,20 @@ def compare(commands: dict[str, list[str]], env: dict[str, str], runs: int) -> N
     for name, (cpu, wall, rss) in medians.items():
         ratios = f"{cpu / base_cpu:>9.2f} {rss / base_rss:>9.2f}"
         print(f"{name:<{width}} {cpu * 1000:>8.1f} {wall * 1000:>8.1f} {rss:>8.1f} {ratios}")
+
+
+def compare_main(doc: str, commands_for: Callable[[localserver.LocalServer, str], dict[str, list[str]]]) -> int:
+    """A whole side-by-side benchmark: options, a throwaway server, the commands ``commands_for(server,
+    sharedpg)`` returns (the first is the baseline), the table."""
+    parser = parser_for(doc)
+    parser.add_argument("--runs", type=int, default=10)
+    args = parser.parse_args()
+    installation, sharedpg = subjects(args)
+    password = secrets.token_urlsafe(18)
+    with localserver.LocalServer(installation, password) as server:
+        print(
+            f"PostgreSQL {server.major} ({installation.source}) on loopback, SCRAM login, median of {args.runs} "
+            f"alternated runs; Python {sys.version.split()[0]}; base = the first row"
+        )
+        compare(commands_for(server, sharedpg), client_env(password), args.runs)
+    return 0

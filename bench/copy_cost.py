@@ -34,7 +34,7 @@ INSERT INTO files SELECT f, decode(string_agg(md5((f * 100000 + g)::text), ''), 
 
 
 def main() -> int:
-    parser = common.parser(__doc__)
+    parser = common.parser_for(__doc__)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     installation, sharedpg = common.subjects(args)

@@ -35,7 +35,7 @@ SELECT format('REVOKE CONNECT, TEMPORARY ON DATABASE %I FROM PUBLIC', :'t') \\ge
 
 
 def main() -> int:
-    parser = common.parser(__doc__)
+    parser = common.parser_for(__doc__)
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     installation, sharedpg = common.subjects(args)

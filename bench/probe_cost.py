@@ -14,44 +14,29 @@ made in bench/.probe-venv the first time (pip, from PyPI).
 
 from __future__ import annotations
 
-import secrets
 import sys
 
 from bench import common
-from bench.common import compare, tool
 from sharedpg_tools import localserver
 
 
-def main() -> int:
-    parser = common.parser(__doc__)
-    parser.add_argument("--runs", type=int, default=10)
-    args = parser.parse_args()
-    installation, sharedpg = common.subjects(args)
-    password = secrets.token_urlsafe(18)
-    with localserver.LocalServer(installation, password) as server:
-        env = common.client_env(password)
-        target = server.conninfo()
-        commands = {
-            "psql -c 'select 1'": [tool("psql", server.bindir), target, "-XAtqc", "select 1"],
-            "pg_isready": [tool("pg_isready", server.bindir), "-d", target],
-            "sharedpg wait-for-db --once": [sharedpg, "wait-for-db", "--once", "--dsn", target],
-            "sharedpg wait-for-db --once --require reachable": [
-                sharedpg,
-                "wait-for-db",
-                "--once",
-                "--require",
-                "reachable",
-                "--dsn",
-                target,
-            ],
-        }
-        print(
-            f"PostgreSQL {server.major} ({installation.source}) on loopback, SCRAM login, "
-            f"median of {args.runs} alternated runs; Python {sys.version.split()[0]}; base = psql"
-        )
-        compare(commands, env, args.runs)
-    return 0
+def commands(server: localserver.LocalServer, sharedpg: str) -> dict[str, list[str]]:
+    target = server.conninfo()
+    return {
+        "psql -c 'select 1'": [common.tool("psql", server.bindir), target, "-XAtqc", "select 1"],
+        "pg_isready": [common.tool("pg_isready", server.bindir), "-d", target],
+        "sharedpg wait-for-db --once": [sharedpg, "wait-for-db", "--once", "--dsn", target],
+        "sharedpg wait-for-db --once --require reachable": [
+            sharedpg,
+            "wait-for-db",
+            "--once",
+            "--require",
+            "reachable",
+            "--dsn",
+            target,
+        ],
+    }
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(common.compare_main(__doc__, commands))
