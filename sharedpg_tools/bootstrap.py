@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import psycopg
@@ -137,12 +136,10 @@ def run(spec: Spec, fuses: Mapping[str, bool], target: Target, credentials: Cred
             secrets[report.tenant.name], report.source = credentials.password_for(report.tenant)
         except SharedpgError as exc:
             report.fail(exc)
-    with db.connect(target.params(dbname=maintenance_db)) as conn:
-        lock: AbstractContextManager[None] = nullcontext() if dry_run else provisioning_lock(conn, lock_timeout)
-        with lock:
-            for report in reports:
-                if report.error is None:
-                    _ensure_one(conn, report, secrets[report.tenant.name], dry_run, target)
+    with db.connect(target.params(dbname=maintenance_db)) as conn, provisioning_lock(conn, lock_timeout, dry_run):
+        for report in reports:
+            if report.error is None:
+                _ensure_one(conn, report, secrets[report.tenant.name], dry_run, target)
     if not dry_run:
         _verify_logins([r for r in reports if r.error is None], secrets, target)
     for report in reports:

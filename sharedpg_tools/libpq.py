@@ -203,6 +203,15 @@ def _sqlstate_from_verbose(message: str) -> str | None:
     return None
 
 
+def display_version(server_version: str) -> str:
+    """The version as an operator reads it, without the packager's suffix.
+
+    >>> display_version("15.18 (Debian 15.18-0+deb12u1)")
+    '15.18'
+    """
+    return server_version.split(" ")[0]
+
+
 def _first_line(message: str, sqlstate: str | None = None) -> str:
     """libpq VERBOSE messages add DETAIL/HINT/LOCATION lines and the code; keep what psql would show.
 
@@ -280,7 +289,8 @@ class Connection:
     def server_version(self) -> tuple[int, str]:
         """The server's version number (e.g. 150018) and its display form ("15.18")."""
         pq = lib()
-        return pq.PQserverVersion(self._pgconn), _text(pq.PQparameterStatus(self._pgconn, b"server_version"))
+        shown = display_version(_text(pq.PQparameterStatus(self._pgconn, b"server_version")))
+        return pq.PQserverVersion(self._pgconn), shown
 
     def query(self, sql: str, params: Sequence[str] = ()) -> list[list[str | None]]:
         """Run one statement with text parameters; return its rows as text.

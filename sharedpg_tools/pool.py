@@ -163,7 +163,7 @@ def live(conn: libpq.Connection, spec: Spec | None, warn: float, crit: float, on
     _, version, max_conn, su_reserved, reserved, is_super, reads_stats = conn.query(_SETTINGS_SQL)[0]
     capacity = Capacity(int(max_conn or 0), int(su_reserved or 0), int(reserved or 0))
     report = Report("live", capacity)
-    report.server_version = str(version).split(" ")[0]
+    report.server_version = libpq.display_version(str(version))
     privileged = is_super == "t" or reads_stats == "t"
     for usename, datname, state, count in conn.query(_ACTIVITY_SQL):
         if usename is None or (only_role and usename != only_role):

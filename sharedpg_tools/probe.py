@@ -116,8 +116,8 @@ def _check(params: dict[str, str], req: Requirement, timeout: float, cancelled: 
         raise AttemptFailed(_timed_out(timeout)) from None
     try:
         version_num, version = conn.server_version()
-        _gates(conn, req, version_num, version.split(" ")[0])
-        return Ready(conn.target, version_num, version.split(" ")[0])
+        _gates(conn, req, version_num, version)
+        return Ready(conn.target, version_num, version)
     except libpq.QueryFailed as exc:
         raise AttemptFailed(query_failure(exc.error.message, exc.error.sqlstate), conn.target) from None
     except libpq.Cancelled:

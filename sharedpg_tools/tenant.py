@@ -29,7 +29,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from sharedpg_tools import db, probe, scram
+from sharedpg_tools import db, libpq, probe, scram
 from sharedpg_tools.errors import ConfigError, PermanentError, SharedpgError
 from sharedpg_tools.names import check_name
 from sharedpg_tools.settings import Target
@@ -157,11 +157,15 @@ def _integer(value: int) -> Statement:
 
 
 @contextmanager
-def provisioning_lock(conn: psycopg.Connection[Any], timeout_s: float) -> Iterator[None]:
+def provisioning_lock(conn: psycopg.Connection[Any], timeout_s: float, dry_run: bool = False) -> Iterator[None]:
     """Hold the provisioners' advisory lock (session level: CREATE DATABASE cannot be in a transaction).
+    A dry run changes nothing, so it takes no lock and waits for nobody.
 
     :raises SharedpgError: when another run holds it longer than ``timeout_s``.
     """
+    if dry_run:
+        yield
+        return
     conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(f"{int(timeout_s * 1000)}ms")))
     try:
         conn.execute("SELECT pg_advisory_lock(%s)", [LOCK_KEY])
@@ -206,7 +210,7 @@ class Ensurer:
         )
         assert row is not None
         self.version, version_text, self.admin, self.superuser, createrole, createdb = row
-        self.outcome.server_version = str(version_text).split(" ")[0]
+        self.outcome.server_version = libpq.display_version(str(version_text))
         self.outcome.admin_kind = "superuser" if self.superuser else "createrole_createdb"
         if not self.superuser and not (createrole and createdb):
             raise PermanentError(

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import psycopg
@@ -90,15 +89,14 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     target = target_from_args(args, ctx)
     log = logs.get_logger(command=NAME, tenant=spec.name)
 
-    with db.connect(target.params(dbname=args.maintenance_db)) as conn:
-        lock: AbstractContextManager[None] = (
-            nullcontext() if args.dry_run else provisioning_lock(conn, args.lock_timeout)
-        )
-        with lock:
-            try:
-                outcome = Ensurer(conn, spec, args.dry_run, target).ensure()
-            except psycopg.Error as exc:
-                raise db.explain(exc) from None
+    with (
+        db.connect(target.params(dbname=args.maintenance_db)) as conn,
+        provisioning_lock(conn, args.lock_timeout, args.dry_run),
+    ):
+        try:
+            outcome = Ensurer(conn, spec, args.dry_run, target).ensure()
+        except psycopg.Error as exc:
+            raise db.explain(exc) from None
     for change in outcome.changes:
         if not args.dry_run:
             log.info(change)
