@@ -25,7 +25,7 @@ from tests.fix_servers import Server
 from tests.fix_vault import FakeVault
 
 SNIPPETS = ROOT / "k8s-snippets"
-SCHEMAS = ROOT.parent / "shared" / "schemas"
+SCHEMAS = ROOT / "tests" / "data" / "schemas"  # copied from the planning folder, with licences
 K8S_VERSION = "1.33.0"
 SERVICE_HOST = "shared-postgresql.database.svc.cluster.local"
 CRD_SCHEMAS = {
