@@ -31,11 +31,11 @@ print(usage.ru_utime + usage.ru_stime, time.monotonic() - started, usage.ru_maxr
 """
 
 
-def measure(command: list[str], env: dict[str, str]) -> tuple[float, float, float]:
-    """CPU seconds, wall seconds and peak RSS (MiB) of one run; the run must succeed."""
-    out = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", _LAUNCHER, *command], env=env, capture_output=True, text=True, check=True
-    ).stdout.split()
+def measure(command: list[str], env: dict[str, str], python: list[str] | None = None) -> tuple[float, float, float]:
+    """CPU seconds, wall seconds and peak RSS (MiB) of one run; the run must succeed. ``python`` is the
+    interpreter that runs the launcher (this one by default; the image's own, entered, for the image)."""
+    launcher = [*(python or [sys.executable]), "-I", "-S", "-c", _LAUNCHER]
+    out = subprocess.run([*launcher, *command], env=env, capture_output=True, text=True, check=True).stdout.split()
     cpu, wall, rss_kib, code = float(out[0]), float(out[1]), int(out[2]), int(out[3])
     if code != 0:
         raise SystemExit(f"{' '.join(command)} failed with exit {code}")
@@ -88,15 +88,15 @@ def server_installation(major: int | None) -> localserver.Installation:
     return installation
 
 
-def compare(commands: dict[str, list[str]], env: dict[str, str], runs: int) -> None:
+def compare(commands: dict[str, list[str]], env: dict[str, str], runs: int, python: list[str] | None = None) -> None:
     """Run the commands alternately ``runs`` times (after one untimed warm-up each) and print the median
     CPU, wall time and peak RSS of each, with ratios against the first command (the baseline)."""
     for command in commands.values():
-        measure(command, env)
+        measure(command, env, python)
     samples: dict[str, list[tuple[float, float, float]]] = {name: [] for name in commands}
     for _ in range(runs):
         for name, command in commands.items():
-            samples[name].append(measure(command, env))
+            samples[name].append(measure(command, env, python))
     medians = {name: [statistics.median(s[i] for s in rows) for i in range(3)] for name, rows in samples.items()}
     base_cpu, _, base_rss = next(iter(medians.values()))
     width = max(len(name) for name in commands) + 2

@@ -1,17 +1,22 @@
 #!/bin/sh
 # The image's install steps, in one place: the Dockerfile runs this, and the test suite runs it into a
-# fresh directory to prove the steps work (no Docker engine exists in CI).
+# fresh directory on the host as well as inside the real image build.
 #   install.sh SOURCE_DIR TARGET_VENV
-# Builds sharedpg's wheel from SOURCE_DIR, installs it with its dependencies into a new virtualenv at
-# TARGET_VENV, removes pip and setuptools from it, and precompiles all bytecode (exec probes then pay
-# no compile cost, and a read-only root filesystem is never written to).
+# Makes a virtualenv at TARGET_VENV; installs the runtime dependencies exactly as locked in
+# images/requirements.lock (every file checked against its hash, wheels only); then sharedpg's own wheel,
+# built from SOURCE_DIR, with no further resolution (--no-deps); then `pip check` proves the lock satisfies
+# what pyproject.toml asks for. Removes pip and setuptools and precompiles all bytecode (exec probes pay no
+# compile cost, and a read-only root filesystem is never written to).
 set -eu
 src=$1
 target=$2
-wheels=$(mktemp -d)
-python3 -m pip wheel --no-cache-dir --no-deps --wheel-dir "$wheels" "$src"
 python3 -m venv "$target"
-"$target/bin/python" -m pip install --no-cache-dir --disable-pip-version-check "$wheels"/sharedpg-*.whl
-"$target/bin/python" -m pip uninstall --yes --quiet pip setuptools
-"$target/bin/python" -m compileall -q -j 0 "$target/lib"
+pip() { "$target/bin/python" -m pip --no-cache-dir --disable-pip-version-check --no-input "$@"; }
+pip install --quiet --require-hashes --only-binary :all: -r "$src/images/requirements.lock"
+wheels=$(mktemp -d)
+pip wheel --quiet --no-deps --wheel-dir "$wheels" "$src"
+pip install --quiet --no-deps "$wheels"/sharedpg-*.whl
+pip check
 rm -rf "$wheels"
+pip uninstall --yes --quiet pip setuptools
+"$target/bin/python" -m compileall -q -j 0 "$target/lib"

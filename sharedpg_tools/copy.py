@@ -8,6 +8,7 @@ exact row count, the list of tables and every sequence's last value are compared
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -54,21 +55,23 @@ def _major(binary: Path) -> int:
 
 
 def find_tools(source_major: int, target_major: int) -> Tools:
-    """pg_dump/pg_restore of the target's major if found (a newer pg_dump writes SQL an older server may
-    refuse, e.g. 17's ``SET transaction_timeout``), else the oldest one at least the source's major.
+    """pg_dump/pg_restore of a major from the source's to the target's, the target's own preferred.
 
-    :raises PermanentError: when none is new enough, naming what was found.
+    PostgreSQL's rule: pg_dump reads servers of its major and older, and its output is only guaranteed to
+    load into a server of its major or newer (17's pg_restore writes ``SET transaction_timeout``, which 15
+    and 16 refuse).
+
+    :raises PermanentError: when none fits, naming what was found and what to install.
     """
     found = [(d, _major(d / "pg_dump")) for d in _candidates()]
-    usable = [(d, m) for d, m in found if source_major <= m]
+    usable = [(d, m) for d, m in found if source_major <= m <= target_major]
     if not usable:
         seen = ", ".join(f"{m} in {d}" for d, m in found) or "none"
         raise PermanentError(
-            f"no pg_dump/pg_restore of major {source_major} or newer (found: {seen}): install postgresql-client-"
-            f"{target_major} or put its bin directory on PATH"
+            f"no pg_dump/pg_restore of a major from {source_major} (the source) to {target_major} (the target) "
+            f"(found: {seen}): install postgresql-client-{target_major} or put its bin directory on PATH"
         )
-    exact = [(d, m) for d, m in usable if m == target_major]
-    bindir, major = exact[0] if exact else min(usable, key=lambda item: item[1])
+    bindir, major = max(usable, key=lambda item: item[1])
     return Tools(bindir, major)
 
 
@@ -100,15 +103,21 @@ def stream(dump: list[str], restore: list[str], dump_env: dict[str, str], restor
     dumper = subprocess.Popen(dump, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dump_env)
     restorer = subprocess.Popen(restore, stdin=subprocess.PIPE, stderr=subprocess.PIPE, env=restore_env)
     assert dumper.stdout is not None and restorer.stdin is not None
-    copied, reported = 0, time.monotonic()
+    copied, reported, restore_quit = 0, time.monotonic(), False
     try:
         while chunk := dumper.stdout.read(_CHUNK):
-            restorer.stdin.write(chunk)
+            try:
+                restorer.stdin.write(chunk)
+            except BrokenPipeError:  # pg_restore stopped reading: it failed, and its stderr says why
+                restore_quit = True
+                dumper.kill()
+                break
             copied += len(chunk)
             if time.monotonic() - reported >= 2.0:
                 progress(copied)
                 reported = time.monotonic()
-        restorer.stdin.close()
+        with contextlib.suppress(BrokenPipeError):
+            restorer.stdin.close()
         dump_err = dumper.stderr.read().decode(errors="replace") if dumper.stderr else ""
         restore_err = restorer.stderr.read().decode(errors="replace") if restorer.stderr else ""
         dumper.wait()
@@ -118,17 +127,23 @@ def stream(dump: list[str], restore: list[str], dump_env: dict[str, str], restor
             proc.kill()
             proc.wait()
         raise
-    if dumper.returncode != 0:
-        raise SharedpgError(f"pg_dump failed ({dumper.returncode}): {_last_line(dump_err)}")
+    # The first tool to fail is the cause: a pg_dump that failed truncates pg_restore's input, and a
+    # pg_restore that quit makes pg_dump's writes fail.
+    if dumper.returncode != 0 and not restore_quit:
+        raise SharedpgError(f"pg_dump failed ({dumper.returncode}): {_tool_error(dump_err)}",
+                            "nothing was committed (single transaction): fix the cause and re-run")  # fmt: skip
     if restorer.returncode != 0:
-        raise SharedpgError(f"pg_restore failed ({restorer.returncode}): {_last_line(restore_err)}",
+        raise SharedpgError(f"pg_restore failed ({restorer.returncode}): {_tool_error(restore_err)}",
                             "nothing was committed (single transaction): fix the cause and re-run")  # fmt: skip
     return copied
 
 
-def _last_line(text: str) -> str:
+def _tool_error(text: str) -> str:
+    """The line that says what went wrong: the tools print ``pg_restore: error: …`` and then the SQL that
+    failed (``Command was: …``), so the first error line, else the last line."""
     lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "no message"
+    errors = [line for line in lines if " error: " in line]
+    return (errors or lines or ["no message"])[0 if errors else -1]
 
 
 def child_env(password: str | None) -> dict[str, str]:

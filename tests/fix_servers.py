@@ -83,7 +83,7 @@ class Server:
         )
 
 
-def _in_ci() -> bool:
+def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
@@ -120,7 +120,7 @@ def start_local(major: int, settings: dict[str, str] | None = None) -> Server:
     installation = localserver.find(major)
     if installation is None:
         message = f"PostgreSQL {major} binaries not found (see README: Tests)"
-        if _in_ci():
+        if in_ci():
             pytest.fail(message)
         pytest.skip(message)
     password = secrets.token_urlsafe(18)

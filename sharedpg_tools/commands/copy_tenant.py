@@ -71,9 +71,12 @@ _TOOL_KEYWORDS = ("host", "hostaddr", "port", "user", "dbname", "sslmode", "sslr
 
 
 def _tool_conninfo(conn: psycopg.Connection[Any]) -> str:
-    """Where a connection went (host, port, user, dbname, sslmode…), without its password."""
-    params = conn.info.get_parameters()
-    return make_conninfo(**{k: v for k, v in params.items() if k in _TOOL_KEYWORDS})
+    """Where a connection went (host, port, user, dbname, sslmode…), without its password.
+
+    Read from libpq's own conninfo: psycopg's ``info.get_parameters()`` looks up the home directory, which a
+    container's user may not have (UID 65532 with no passwd entry and no HOME)."""
+    options = {o.keyword.decode(): o.val.decode() for o in conn.pgconn.info if o.val is not None}
+    return make_conninfo(**{k: v for k, v in options.items() if k in _TOOL_KEYWORDS})
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:

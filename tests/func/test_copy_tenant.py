@@ -104,6 +104,19 @@ def test_nonempty_target_is_refused_then_replaced_on_request(
     assert redo.code == 0 and redo.result()["mismatches"] == [], redo
 
 
+def test_a_failing_restore_reports_pg_restores_own_error(
+    cli: Cli, pg: Server, legacy: Legacy, tenant: tuple[str, str], tmp_path: Path
+) -> None:
+    """pg_restore quits on its first error while pg_dump still writes: its error, not a broken pipe."""
+    name, _ = tenant
+    assert copy(cli, pg, legacy, tmp_path, name).code == 0
+    again = copy(cli, pg, legacy, tmp_path, name, "--into-nonempty")  # no --clean: the tables exist
+    assert again.code == 1, again
+    failed = again.events()[-1]
+    assert failed["error"].startswith("pg_restore failed") and "already exists" in failed["error"], failed
+    assert "nothing was committed" in failed["hint"]
+
+
 def test_dry_run_lists_what_would_be_copied_and_writes_nothing(
     cli: Cli, pg: Server, legacy: Legacy, tenant: tuple[str, str], tmp_path: Path
 ) -> None:

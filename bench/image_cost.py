@@ -1,0 +1,56 @@
+"""What the image weighs and what an exec probe costs inside it: ``wait-for-db --once`` beside ``psql -c
+'select 1'``, both from the image, as its user, with its read-only root (``tests/fix_image.py`` says how
+it runs without a container engine).
+
+Builds the image from this checkout (``images/build-offline.sh``; root, podman and mmdebstrap), starts a
+PostgreSQL on loopback with SCRAM, then prints the layers the Dockerfile adds to its base and the whole
+image's size, and the median CPU, wall time and peak RSS of each command over N alternated runs. The
+launcher that measures each run is itself started by the image's Python, inside the image, so only the
+measured command is counted. Run it from the checkout's root with the project's venv::
+
+    .venv/bin/python -m bench.image_cost [--runs 20] [--major 15]
+
+Targets (issue 11): added layers <= 45 MB uncompressed; the probe <= 1.3x psql's CPU and <= 20 MiB.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+import tempfile
+from pathlib import Path
+
+from bench import common
+from sharedpg_tools import localserver
+from tests import fix_image
+
+
+def main() -> int:
+    parser = common.parser_for(__doc__ or "")
+    parser.add_argument("--runs", type=int, default=20)
+    args = parser.parse_args()
+    reason = fix_image.unavailable()
+    if reason:
+        raise SystemExit(reason)
+    image = fix_image.build()
+    print(f"image {image.tag}: {int(image.inspect['Size']) / 1e6:.1f} MB uncompressed; the Dockerfile adds "
+          f"{image.added_bytes(fix_image.BASE) / 1e6:.1f} MB to its base ({fix_image.BASE})")  # fmt: skip
+    password = secrets.token_urlsafe(18)
+    with localserver.LocalServer(common.server_installation(args.major), password) as server, \
+            tempfile.TemporaryDirectory() as scratch:  # fmt: skip
+        target = server.conninfo()
+        python = [*image.enter({"PGPASSWORD": password, "LC_ALL": "C"}, Path(scratch)), "/usr/bin/python3"]
+        print(f"PostgreSQL {server.major} on loopback, SCRAM login, median of {args.runs} alternated runs, "
+              "each command from the image as its user; base = the first row")  # fmt: skip
+        probe = ["/opt/sharedpg/bin/sharedpg", "wait-for-db", "--once", "--dsn", target]
+        commands = {
+            "psql -c 'select 1' (image)": ["/usr/lib/postgresql/17/bin/psql", target, "-XAtqc", "select 1"],
+            "sharedpg wait-for-db --once (image)": probe,
+        }
+        common.compare(commands, {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, args.runs, python)
+    fix_image.podman("image", "unmount", image.tag)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
