@@ -62,22 +62,9 @@ class Credentials:
 
     def _from_vault(self, tenant: Tenant) -> tuple[str, str]:
         assert self.vault is not None
-        path, location = tenant.vault_path, tenant.vault_location
-        wanted = {"username": tenant.role, "database": tenant.database, **self.advertised}
-        data, version = self.vault.read(path)
-        if data and data.get("password"):
-            if not self.dry_run and any(str(data.get(k)) != v for k, v in wanted.items()):
-                self.vault.write(path, {**data, **wanted}, cas=version)  # a lost race: the winner wrote the same
-            return str(data["password"]), f"vault {location}"
-        password = passwords.generate()
-        if self.dry_run:
-            return password, f"would be generated and stored in vault {location}"
-        if self.vault.write(path, {**(data or {}), "password": password, **wanted}, cas=version):
-            return password, f"generated, stored in vault {location}"
-        data, _ = self.vault.read(path)  # another Job wrote first: use the winner's password
-        if not data or not data.get("password"):
-            raise SharedpgError(f"vault {location}: a concurrent write left no password", "re-run the Job")
-        return str(data["password"]), f"vault {location} (written by a concurrent run)"
+        fields = {"username": tenant.role, "database": tenant.database, **self.advertised}
+        password, how = self.vault.ensure_password(tenant.vault_path, fields, passwords.generate, self.dry_run)
+        return password, f"vault {tenant.vault_location} ({how})"
 
 
 class TenantReport:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-pytest_plugins = ["tests.fix_servers", "tests.fix_proxy", "tests.fix_vault", "tests.fix_image"]
+pytest_plugins = ["tests.fix_servers", "tests.fix_proxy", "tests.fix_openbao", "tests.fix_image", "tests.fix_legacy"]
 
 ROOT = Path(__file__).resolve().parent.parent
 

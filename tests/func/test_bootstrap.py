@@ -16,8 +16,8 @@ from psycopg import sql
 
 from sharedpg_tools import spec as spec_module
 from tests.conftest import Cli, Result
+from tests.fix_openbao import OpenBao
 from tests.fix_servers import Server
-from tests.fix_vault import FakeVault
 
 STACKS = ("backstage", "cicd", "policies", "observability")
 
@@ -43,21 +43,21 @@ class Platform:
     def names(self) -> list[str]:
         return [t["name"] for t in self.raw["tenants"]]
 
-    def args(self, *extra: str, vault: FakeVault | None = None) -> list[str]:
+    def args(self, *extra: str, vault: OpenBao | None = None) -> list[str]:
         args = ["bootstrap", "--spec", str(self.spec), "--dsn", self.pg.conninfo(self.admin), "--output", "json"]
         return args + (["--no-vault", "--password-dir", str(self.password_dir)] if vault is None else []) + list(extra)
 
-    def env(self, vault: FakeVault | None = None, **extra: str) -> dict[str, str]:
+    def env(self, vault: OpenBao | None = None, **extra: str) -> dict[str, str]:
         env = {"PGPASSWORD": self.pg.password_of(self.admin), **extra}
         if vault is not None:
-            env |= {"VAULT_ADDR": vault.addr, "VAULT_TOKEN": vault.root_token}
+            env |= {k: v for k, v in vault.env().items() if k != "PATH"}
             self.cli.secrets.add(vault.root_token)
         return env
 
-    def run(self, *extra: str, vault: FakeVault | None = None, **env: str) -> Result:
+    def run(self, *extra: str, vault: OpenBao | None = None, **env: str) -> Result:
         return self.cli(*self.args(*extra, vault=vault), env=self.env(vault, **env), timeout=180)
 
-    def password(self, name: str, vault: FakeVault | None = None) -> str:
+    def password(self, name: str, vault: OpenBao | None = None) -> str:
         if vault is None:
             return (self.password_dir / name).read_text().strip()
         stack = next(t["stack"] for t in self.raw["tenants"] if t["name"] == name)
@@ -65,11 +65,11 @@ class Platform:
         assert latest is not None
         return str(latest["password"])
 
-    def login(self, name: str, vault: FakeVault | None = None) -> None:
+    def login(self, name: str, vault: OpenBao | None = None) -> None:
         with psycopg.connect(self.pg.conninfo(name, name), password=self.password(name, vault)):
             pass
 
-    def assert_no_password_printed(self, result: Result, vault: FakeVault | None = None) -> None:
+    def assert_no_password_printed(self, result: Result, vault: OpenBao | None = None) -> None:
         for name in self.names:
             assert self.password(name, vault) not in result.stdout + result.stderr
 
@@ -196,87 +196,6 @@ def test_bootstrap_without_vault_creates_every_tenant_then_changes_nothing(platf
     assert {r["action"] for r in by_tenant(again).values()} == {"unchanged"}
 
 
-def test_bootstrap_with_vault_stores_what_each_app_needs(platform: Platform, vault: FakeVault) -> None:
-    result = platform.run(vault=vault)
-    assert result.code == 0, result
-    for tenant in platform.raw["tenants"]:
-        stored = vault.latest(f"{tenant['stack']}/{tenant['name']}/postgres")
-        assert stored is not None
-        assert stored["username"] == tenant["name"] and stored["database"] == tenant["name"]
-        assert stored["host"] == platform.pg.host and stored["port"] == str(platform.pg.port)
-        assert len(stored["password"]) >= 32 and set(stored["password"]) <= set(
-            "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-"
-        )
-        platform.login(tenant["name"], vault)
-    platform.assert_no_password_printed(result, vault)
-    writes = vault.writes()
-    again = platform.run(vault=vault)
-    assert again.code == 0 and {r["action"] for r in by_tenant(again).values()} == {"unchanged"}
-    assert vault.writes() == writes  # nothing rewritten
-
-
-def test_password_changed_in_vault_is_rotated_into_the_role(platform: Platform, vault: FakeVault) -> None:
-    assert platform.run(vault=vault).code == 0
-    grafana = next(t for t in platform.raw["tenants"] if t["name"].startswith("grafana"))
-    path = f"{grafana['stack']}/{grafana['name']}/postgres"
-    latest = vault.latest(path)
-    assert latest is not None
-    vault.put(path, {**latest, "password": "rotated-by-hand-" + secrets.token_hex(8)})
-    result = platform.run(vault=vault)
-    assert result.code == 0, result
-    assert any("set the password" in c for c in by_tenant(result)[grafana["name"]]["changes"])
-    platform.login(grafana["name"], vault)
-
-
-def test_kubernetes_auth_logs_in_with_the_service_account_token(platform: Platform, vault: FakeVault) -> None:
-    jwt = secrets.token_urlsafe(32)
-    vault.k8s_roles["sharedpg-bootstrap"] = jwt
-    token_file = platform.tmp / "token"
-    token_file.write_text(jwt)
-    platform.cli.secrets.add(jwt)
-    env = {"PGPASSWORD": platform.pg.password_of(platform.admin), "VAULT_ADDR": vault.addr,
-           "SHAREDPG_VAULT_K8S_ROLE": "sharedpg-bootstrap", "SHAREDPG_VAULT_K8S_JWT_FILE": str(token_file)}  # fmt: skip
-    result = platform.cli(*platform.args(vault=vault), env=env)
-    assert result.code == 0, result
-    assert ("POST", "/v1/auth/kubernetes/login") in vault.requests
-
-
-def test_sealed_vault_is_waited_for(platform: Platform, vault: FakeVault) -> None:
-    vault.sealed = True
-    running = platform.cli.start(*platform.args(vault=vault), env=platform.env(vault))
-    time.sleep(1.5)
-    vault.sealed = False
-    result = running.finish(timeout=120)
-    assert result.code == 0, result
-    assert any(e["event"] == "vault not ready" and "sealed" in e["hint"] for e in result.events())
-
-
-@pytest.mark.parametrize("trouble", ["sealed", "forbidden"])
-def test_vault_trouble_until_the_deadline_is_exit_1_with_hint(
-    platform: Platform, vault: FakeVault, trouble: str
-) -> None:
-    env = platform.env(vault)
-    if trouble == "sealed":
-        vault.sealed = True
-    else:
-        env["VAULT_TOKEN"] = vault.token_for("someone-else/")
-    result = platform.cli(*platform.args("--timeout", "2", vault=vault), env=env)
-    assert result.code == 1, result
-    failed = [t for t in by_tenant(result).values() if t["action"] == "failed"]
-    assert len(failed) == len(platform.names)
-    assert ("sealed" if trouble == "sealed" else "permission denied") in failed[0]["hint"]
-
-
-def test_four_bootstraps_at_once_agree_on_one_password_per_tenant(platform: Platform, vault: FakeVault) -> None:
-    runs = [platform.cli.start(*platform.args(vault=vault), env=platform.env(vault)) for _ in range(4)]
-    results = [run.finish(timeout=180) for run in runs]
-    assert [r.code for r in results] == [0, 0, 0, 0], [r.stderr[-2000:] for r in results if r.code]
-    for tenant in platform.raw["tenants"]:
-        versions = vault.store[f"{tenant['stack']}/{tenant['name']}/postgres"]
-        assert len({v["password"] for v in versions}) == 1  # create-only: no run overwrote another's
-        platform.login(tenant["name"], vault)
-
-
 def test_one_tenant_failing_does_not_stop_the_others(platform: Platform) -> None:
     victim = platform.names[2]
     platform.pg.admin_sql(sql.SQL("CREATE ROLE {} LOGIN SUPERUSER").format(sql.Identifier(victim)))
@@ -285,15 +204,6 @@ def test_one_tenant_failing_does_not_stop_the_others(platform: Platform) -> None
     report = by_tenant(result)
     assert report[victim]["action"] == "failed" and "SUPERUSER" in report[victim]["error"]
     assert all(r["action"] == "created" for n, r in report.items() if n != victim)
-
-
-def test_dry_run_writes_nothing_to_server_or_vault(platform: Platform, vault: FakeVault) -> None:
-    result = platform.run("--dry-run", vault=vault)
-    assert result.code == 0, result
-    report = by_tenant(result)
-    assert all(any("PASSWORD '<redacted>'" in s for s in r["statements"]) for r in report.values())
-    assert vault.writes() == 0
-    assert platform.pg.admin_sql("SELECT count(*) FROM pg_roles WHERE rolname = ANY(%s)", platform.names) == [(0,)]
 
 
 def test_server_killed_mid_run_then_rerun_converges(cli: Cli, own_server: Server, tmp_path: Path) -> None:

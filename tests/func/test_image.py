@@ -21,9 +21,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from sharedpg_tools.localserver import free_port
 from tests.conftest import ROOT
 from tests.fix_image import BASE, Image, ImageCli
+from tests.fix_legacy import ROWS, Legacy
 from tests.fix_servers import Server
 from tests.func.test_bootstrap import Platform
-from tests.func.test_copy_tenant import ROWS, Legacy, copy, legacy  # noqa: F401 (legacy is a fixture)
+from tests.func.test_copy_tenant import copy
 
 LOCK = ROOT / "images" / "requirements.lock"
 ADDED_BYTES_TARGET = 45_000_000  # issue #11: the layers sharedpg adds on top of the base, uncompressed
@@ -126,7 +127,7 @@ def test_copy_tenant_from_the_image_uses_its_own_postgresql_17_tools(
     pg: Server,
     legacy: Legacy,
     image_tenant: tuple[str, str],
-    tmp_path: Path,  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     if pg.major < IMAGE_TOOLS_MAJOR:
         pytest.skip(f"the image's tools restore into {IMAGE_TOOLS_MAJOR} and newer (the refusal is tested below)")
@@ -145,7 +146,7 @@ def test_copy_tenant_from_the_image_into_an_older_target_is_refused_before_writi
     pg: Server,
     legacy: Legacy,
     image_tenant: tuple[str, str],
-    tmp_path: Path,  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     """pg_restore 17 writes SQL that 15 and 16 refuse (``SET transaction_timeout``): say so before copying."""
     if pg.major >= IMAGE_TOOLS_MAJOR:

@@ -22,7 +22,6 @@ import yaml
 from sharedpg_tools import spec as spec_module
 from tests.conftest import ROOT, Cli
 from tests.fix_servers import Server
-from tests.fix_vault import FakeVault
 
 SNIPPETS = ROOT / "k8s-snippets"
 SCHEMAS = ROOT / "tests" / "data" / "schemas"  # copied from the planning folder, with licences
@@ -346,27 +345,3 @@ def test_every_gate_command_line_works_against_a_real_server(
             assert result.code == 0, (file, result)
             ran += 1
     assert ran >= len(GATES)
-
-
-def test_bootstrap_job_command_line_works_with_vault(cli: Cli, pg: Server, vault: FakeVault, tmp_path: Path) -> None:
-    [(_, job)] = objects("Job")
-    [container] = job["spec"]["template"]["spec"]["containers"]
-    [(_, configmap)] = [(p, d) for p, d in objects("ConfigMap") if d["metadata"]["name"] == "sharedpg-tenants"]
-    spec_path = tmp_path / "tenants.yaml"
-    spec_path.write_text(configmap["data"]["tenants.yaml"])
-    password_file = tmp_path / "admin-password"
-    password_file.write_text(pg.password + "\n")
-    jwt = tmp_path / "token"
-    jwt.write_text("service-account-jwt")
-    vault.k8s_roles["sharedpg-bootstrap"] = "service-account-jwt"
-    env = resolve_env(container, pg, {}, "")
-    env |= {"PGUSER": pg.superuser, "PGPASSWORD_FILE": str(password_file), "VAULT_ADDR": vault.addr,
-            "SHAREDPG_VAULT_K8S_JWT_FILE": str(jwt), "FUSE_CICD": "true"}  # fmt: skip
-    args = [a if a != "/etc/sharedpg/tenants.yaml" else str(spec_path) for a in container["args"]]
-    try:
-        result = cli(*args, "--output", "json", env=env, timeout=120)
-        assert result.code == 0, result
-        assert len(vault.store) == 6
-        assert all(t["action"] in ("created", "unchanged", "updated") for t in result.result()["tenants"])
-    finally:
-        pg.drop_tenants([t.name for t in spec_module.load(None).tenants])
