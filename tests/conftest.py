@@ -13,7 +13,14 @@ from typing import Any
 
 import pytest
 
-pytest_plugins = ["tests.fix_servers", "tests.fix_proxy", "tests.fix_openbao", "tests.fix_image", "tests.fix_legacy"]
+pytest_plugins = [
+    "tests.fix_servers",
+    "tests.fix_proxy",
+    "tests.fix_openbao",
+    "tests.fix_image",
+    "tests.fix_legacy",
+    "tests.fix_gitops",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -21,6 +21,7 @@ import trustme
 from sharedpg_tools import spec as spec_module
 from sharedpg_tools.commands.admin_secret import DEFAULT_PATH as ADMIN_PATH
 from tests.conftest import ROOT, Cli, Result
+from tests.fix_gitops import STACKS, Renderer
 from tests.fix_openbao import BAO, OpenBao, TokenReviewAPI
 from tests.fix_servers import Server
 from tests.func.test_bootstrap import Platform, by_tenant
@@ -302,7 +303,13 @@ def hcl_paths(name: str) -> dict[str, list[str]]:
 
 def test_the_bootstrap_policy_is_create_and_read_on_each_tenant_and_the_admin_secret_only() -> None:
     policy = hcl_paths("sharedpg-bootstrap.hcl")
-    wanted = {f"secret/data/{t.vault_path}" for t in spec_module.load(None).tenants} | {f"secret/data/{ADMIN_PATH}"}
+    [(_, hook)] = [(p, d) for p, d in objects("Job") if d["metadata"]["name"] == "sharedpg-admin-secret"]
+    pod = hook["spec"]["template"]["spec"]
+    created = {c["args"][c["args"].index("--vault-path") + 1] for c in pod["initContainers"] + pod["containers"]}
+    assert ADMIN_PATH in created
+    wanted = {f"secret/data/{t.vault_path}" for t in spec_module.load(None).tenants} | {
+        f"secret/data/{p}" for p in created
+    }
     assert set(policy) == wanted
     assert all(caps == ["create", "read"] for caps in policy.values())
 
@@ -324,16 +331,16 @@ def _denied(call: Any) -> bool:
 
 
 def test_the_job_bootstraps_with_its_own_role_and_external_secrets_reads_what_it_wrote(
-    cli: Cli, pg: Server, platform_vault: PlatformVault, tmp_path: Path
+    cli: Cli, pg: Server, platform_vault: PlatformVault, renderer: Renderer, tmp_path: Path
 ) -> None:
     """The Job's own command line and environment (k8s-snippets/bootstrap/job.yaml), logging in with its
     service account's token through the kubernetes auth method and the least-privilege policy; then every
     ExternalSecret's remoteRef resolved as ESO does (the store's path, version v2, key, property) with ESO's
     own login, and compared with what each tenant logs in with."""
     vault = platform_vault.server
-    [(_, job)] = objects("Job")
+    [(_, job)] = [(p, d) for p, d in objects("Job") if d["metadata"]["name"] == "sharedpg-bootstrap"]
     [container] = job["spec"]["template"]["spec"]["containers"]
-    [(_, configmap)] = [(p, d) for p, d in objects("ConfigMap") if d["metadata"]["name"] == "sharedpg-tenants"]
+    [(_, configmap)] = [(p, d) for p, d in objects("ConfigMap") if p.name == "configmap-tenants.yaml"]
     spec_path = tmp_path / "tenants.yaml"
     spec_path.write_text(configmap["data"]["tenants.yaml"])
     (tmp_path / "admin-password").write_text(pg.password + "\n")
@@ -351,13 +358,16 @@ def test_the_job_bootstraps_with_its_own_role_and_external_secrets_reads_what_it
     try:
         result = cli(*args, "--output", "json", env=env, timeout=120)
         assert result.code == 0, result
-        admin = cli(
-            "admin-secret",
-            "--output",
-            "json",
-            env={k: env[k] for k in env if k.startswith(("VAULT", "SHAREDPG_VAULT"))},
-        )
-        assert admin.code == 0 and admin.result()["created"] is True, admin
+        [(_, hook)] = [(p, d) for p, d in objects("Job") if d["metadata"]["name"] == "sharedpg-admin-secret"]
+        hook_pod = hook["spec"]["template"]["spec"]
+        assert hook_pod["serviceAccountName"] == job["spec"]["template"]["spec"]["serviceAccountName"]
+        for step in hook_pod["initContainers"] + hook_pod["containers"]:  # the hook's own command lines, in order
+            step_env = resolve_env(step, pg, {}, "") | {
+                "VAULT_ADDR": vault.addr,
+                "SHAREDPG_VAULT_K8S_JWT_FILE": str(jwt),
+            }
+            made = cli(*step["args"], "--output", "json", env=step_env)
+            assert made.code == 0 and made.result()["created"] is True, made
 
         job_client = platform_vault.login("database", "sharedpg-bootstrap", "sharedpg-bootstrap")
         kv = job_client.secrets.kv.v2
@@ -372,7 +382,7 @@ def test_the_job_bootstraps_with_its_own_role_and_external_secrets_reads_what_it
         assert _denied(lambda: kv.delete_metadata_and_all_versions(path=first, mount_point="secret"))
 
         eso = platform_vault.login("external-secrets", "external-secrets", "external-secrets")
-        [(_, store)] = objects("ClusterSecretStore")
+        [store] = [d for d in renderer.root(dict.fromkeys(STACKS, True)) if d["kind"] == "ClusterSecretStore"]
         provider = store["spec"]["provider"]["vault"]
         assert provider["version"] == "v2" and provider["auth"]["kubernetes"]["role"] == "external-secrets"
         login_as = {t.vault_path: t for t in tenants}

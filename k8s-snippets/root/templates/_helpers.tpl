@@ -1,0 +1,39 @@
+{{/* Whether the shared database is needed: the seed's rule, any fuse on. */}}
+{{- define "platform.anyFuse" -}}
+{{- $on := false -}}
+{{- range $stack, $value := .Values.fuses -}}{{- if $value -}}{{- $on = true -}}{{- end -}}{{- end -}}
+{{- if $on -}}true{{- end -}}
+{{- end -}}
+
+{{/* The apps whose fuse is on in this profile, as "name name ..." in a stable order. */}}
+{{- define "platform.activeApps" -}}
+{{- $root := . -}}
+{{- range $name, $app := .Values.apps -}}
+{{- if and (index $root.Values.fuses $app.stack) (has $root.Values.profile $app.profiles) -}}{{ $name }} {{ end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* What every child Application shares: the finalizer, the destination, automated sync with retry. */}}
+{{- define "platform.application" -}}
+apiVersion: argoproj.io/v1alpha1
+kind: Application
+metadata:
+  name: {{ .name }}
+  namespace: argocd
+  annotations:
+    argocd.argoproj.io/sync-wave: {{ .wave | quote }}
+  finalizers:
+    - resources-finalizer.argocd.argoproj.io
+spec:
+  project: default
+  {{- .source | nindent 2 }}
+  destination:
+    server: https://kubernetes.default.svc
+    namespace: {{ .namespace }}
+  syncPolicy:
+    automated:
+      prune: true
+      selfHeal: true
+    retry:
+      {{- toYaml .root.Values.retry | nindent 6 }}
+{{- end -}}

