@@ -43,7 +43,9 @@ class Credentials:
         if self.vault is not None:
             return self._from_vault(tenant)
         if tenant.password_file:
-            return read_password_file(tenant.password_file), f"file {tenant.password_file}"
+            return read_password_file(
+                tenant.password_file, f"tenant {tenant.name!r}: password_file"
+            ), f"file {tenant.password_file}"
         if tenant.password_env:
             value = self.environ.get(tenant.password_env)
             if not value:

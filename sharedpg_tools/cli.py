@@ -83,6 +83,7 @@ def build_parser(environ: Mapping[str, str], command: str | None) -> Parser:
         )
         if name == command:
             module = _load(name)
+            sub.epilog = getattr(module, "EPILOG", EPILOG)  # check-pool: Nagios codes
             module.add_arguments(sub, environ)
             add_common(sub, environ, getattr(module, "OUTPUTS", ("text", "json")))
     return parser

@@ -38,7 +38,7 @@ def in_directory(directory: str, tenant: str, create: bool) -> tuple[str | None,
     """
     path = Path(directory) / tenant
     if path.exists():
-        return read_password_file(str(path)), False
+        return read_password_file(str(path), "--password-dir file"), False
     if not create:
         return None, False
     password = generate()
@@ -46,7 +46,7 @@ def in_directory(directory: str, tenant: str, create: bool) -> tuple[str | None,
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:  # another run wrote it first: use theirs
-        return read_password_file(str(path)), False
+        return read_password_file(str(path), "--password-dir file"), False
     except OSError as exc:
         raise ConfigError(f"--password-dir {directory!r}: cannot write {path} ({exc.strerror})") from None
     with os.fdopen(fd, "w") as handle:

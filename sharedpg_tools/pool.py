@@ -70,14 +70,16 @@ class RoleUsage:
 
 
 class Report:
-    def __init__(self, mode: str, capacity: Capacity):
+    """What check-pool found. ``capacity`` is None when the server could not be read: nothing is invented."""
+
+    def __init__(self, mode: str, capacity: Capacity | None):
         self.mode = mode
         self.capacity = capacity
         self.roles: dict[str, RoleUsage] = {}
         self.databases: dict[str, tuple[int, int]] = {}  # name -> (connections, datconnlimit)
         self.findings: list[Finding] = []
         self.total = 0  # connections counted (live) or budgeted (offline)
-        self.headroom = 0
+        self.headroom: int | None = None  # the spec's admin_headroom, when a spec is known
         self.server_version = ""
 
     @property
@@ -91,26 +93,20 @@ class Report:
         self.findings.append(Finding(status, message, hint))
 
     def as_dict(self) -> dict[str, Any]:
-        c = self.capacity
-        return {
-            "status": self.status.name,
-            "exit_code": int(self.status),
-            "mode": self.mode,
-            "server_version": self.server_version or None,
-            "capacity": {
-                "max_connections": c.max_connections,
-                "superuser_reserved_connections": c.superuser_reserved,
-                "reserved_connections": c.reserved,
-                "usable": c.usable,
-            },
-            "connections" if self.mode == "live" else "budget": self.total,
-            "admin_headroom": self.headroom,
-            "roles": [r.as_dict() for r in self.roles.values()],
-            "databases": [
-                {"database": d, "connections": n, "connection_limit": lim} for d, (n, lim) in self.databases.items()
-            ],
-            "findings": [f.as_dict() for f in self.findings],
-        }
+        result: dict[str, Any] = {"status": self.status.name, "exit_code": int(self.status), "mode": self.mode}
+        if self.capacity is not None:
+            c = self.capacity
+            capacity = {"max_connections": c.max_connections, "superuser_reserved_connections": c.superuser_reserved,
+                        "reserved_connections": c.reserved, "usable": c.usable}  # fmt: skip
+            databases = [{"database": d, "connections": n, "connection_limit": lim}
+                         for d, (n, lim) in self.databases.items()]  # fmt: skip
+            result |= {"server_version": self.server_version or None, "capacity": capacity,
+                       "connections" if self.mode == "live" else "budget": self.total,
+                       "roles": [r.as_dict() for r in self.roles.values()], "databases": databases}  # fmt: skip
+            if self.headroom is not None:
+                result["admin_headroom"] = self.headroom
+        result["findings"] = [f.as_dict() for f in self.findings]
+        return result
 
 
 def offline(spec: Spec, capacity: Capacity) -> Report:
@@ -164,6 +160,7 @@ def live(conn: libpq.Connection, spec: Spec | None, warn: float, crit: float, on
     capacity = Capacity(int(max_conn or 0), int(su_reserved or 0), int(reserved or 0))
     report = Report("live", capacity)
     report.server_version = libpq.display_version(str(version))
+    report.headroom = spec.admin_headroom if spec is not None else None
     privileged = is_super == "t" or reads_stats == "t"
     for usename, datname, state, count in conn.query(_ACTIVITY_SQL):
         if usename is None or (only_role and usename != only_role):
@@ -187,7 +184,7 @@ def live(conn: libpq.Connection, spec: Spec | None, warn: float, crit: float, on
         report.role(only_role)
     for usage in report.roles.values():
         usage.limit = limits.get(usage.role)
-        _judge_role(report, usage, warn, crit)
+        _judge_role(report, usage, warn, crit, only_role)
     report.total = sum(r.total for r in report.roles.values())
     if only_role is None:
         _judge_total(report, warn, crit)
@@ -196,10 +193,12 @@ def live(conn: libpq.Connection, spec: Spec | None, warn: float, crit: float, on
     return report
 
 
-def _judge_role(report: Report, usage: RoleUsage, warn: float, crit: float) -> None:
+def _judge_role(report: Report, usage: RoleUsage, warn: float, crit: float, only_role: str | None) -> None:
     name = usage.role
     if usage.limit is None:
-        if usage.budget is not None:
+        if name == only_role:  # asked about a role that is not there: cannot tell, not OK
+            report.flag(Status.UNKNOWN, f"role {name} does not exist", "check --role, or has the bootstrap Job run?")
+        elif usage.budget is not None:
             report.flag(Status.WARNING, f"role {name} does not exist", "has the bootstrap Job run?")
         return
     if usage.expected_limit is not None and usage.limit != usage.expected_limit:
@@ -221,6 +220,7 @@ def _judge_role(report: Report, usage: RoleUsage, warn: float, crit: float) -> N
 
 
 def _judge_total(report: Report, warn: float, crit: float) -> None:
+    assert report.capacity is not None  # judged only after the server was read
     usable = report.capacity.usable
     share = report.total / usable if usable > 0 else 1.0
     level = Status.CRITICAL if share >= crit else Status.WARNING if share >= warn else None

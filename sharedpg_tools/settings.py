@@ -50,18 +50,25 @@ class EnvDefaults:
 
 
 def _check_env(name: str, raw: str, kwargs: Mapping[str, object]) -> object:
+    """The flag's value from environment variable ``name``, converted as the flag would be.
+
+    :raises ConfigError: one line naming the variable and what it accepts.
+    """
     convert = kwargs.get("type")
     try:
+        if kwargs.get("action") == "append":
+            return [item.strip() for item in raw.split(",") if item.strip()]
+        if kwargs.get("action") == "store_true":
+            return boolean(raw)
         value = convert(raw) if callable(convert) else raw
     except argparse.ArgumentTypeError as exc:
         raise ConfigError(f"{name}: {exc}") from None
+    except ValueError:
+        kind = "a whole number" if convert is int else "a number" if convert is float else "valid"
+        raise ConfigError(f"{name}={raw!r} is not {kind}: fix or unset it") from None
     choices = kwargs.get("choices")
     if choices is not None and value not in choices:  # type: ignore[operator]
         raise ConfigError(f"{name}={raw!r} is not one of {', '.join(map(str, choices))}: set one of them")  # type: ignore[call-overload]
-    if kwargs.get("action") == "append":
-        return [item.strip() for item in raw.split(",") if item.strip()]
-    if kwargs.get("action") == "store_true":
-        return boolean(raw)
     return value
 
 
@@ -138,21 +145,25 @@ def add_common(
     opts.add("--output", default="text", choices=outputs, help="format of the result on stdout")
 
 
-def read_password_file(path: str) -> str:
+def read_password_file(path: str, what: str = "--password-file / PGPASSWORD_FILE") -> str:
     """The password in ``path`` without its trailing newline.
 
-    :raises ConfigError: when the file cannot be read or is empty.
+    :raises ConfigError: when the file cannot be read, is not UTF-8, holds a NUL byte (libpq would cut
+        the password there) or is empty.
     """
     try:
         with open(path, encoding="utf-8") as handle:
             password = handle.read().rstrip("\r\n")
     except OSError as exc:
         raise ConfigError(
-            f"--password-file / PGPASSWORD_FILE {path!r} cannot be read ({exc.strerror}): "
-            "mount the Secret there or fix the path"
+            f"{what} {path!r} cannot be read ({exc.strerror}): mount the Secret there or fix the path"
         ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} {path!r} is not UTF-8 text: write the password as UTF-8") from None
+    if "\0" in password:
+        raise ConfigError(f"{what} {path!r} holds a NUL byte, which would cut the password short: remove it")
     if not password:
-        raise ConfigError(f"--password-file / PGPASSWORD_FILE {path!r} is empty: put the password in it")
+        raise ConfigError(f"{what} {path!r} is empty: put the password in it")
     logs.register_secret(password)
     return password
 

@@ -1,9 +1,8 @@
 """``sharedpg check-pool``: the connection budget as code — offline plan, live usage, one-tenant probe.
 
-Exit codes differ from the other commands: they follow the Nagios convention, because monitoring
-(a CronJob, a probe, node-exporter's textfile collector) reads them: 0 OK · 1 WARNING · 2 CRITICAL ·
-3 UNKNOWN (cannot tell: no connection, or other roles' sessions hidden from this role, or invalid
-input). ``--offline`` exits 0 when the budget fits, 1 when it does not, 2 for invalid input.
+Exit codes differ from the other commands: they follow the Nagios convention in both modes, because
+monitoring (a CronJob, a probe, node-exporter's textfile collector) reads them, and the process exits
+with the status it prints (the JSON ``exit_code``). See ``EPILOG``.
 """
 
 from __future__ import annotations
@@ -28,9 +27,20 @@ if TYPE_CHECKING:
     from typing import Any
 
 
+EPILOG = """exit codes (Nagios, live and --offline alike; the JSON exit_code is the same number):
+  0    OK
+  1    WARNING: a tenant or the server at --warn of its limit; a limit drifted from the spec
+  2    CRITICAL: at --crit of a limit (offline: the spec's budgets do not fit the server's slots)
+  3    UNKNOWN: cannot tell (no connection, other roles' sessions hidden from this role, an unknown
+       --role) or invalid input
+  130  interrupted by SIGINT
+  143  terminated by SIGTERM"""
+
+
 def usage_exit_code(argv: Sequence[str]) -> int:
-    """Invalid input: 2 offline (as the plan's contract says), 3 UNKNOWN live (Nagios)."""
-    return 2 if "--offline" in argv else int(pool.Status.UNKNOWN)
+    """Invalid input is UNKNOWN (3), live and offline alike: monitoring reads one scheme."""
+    del argv
+    return int(pool.Status.UNKNOWN)
 
 
 def _fraction(text: str) -> float:
@@ -61,7 +71,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         tenants = spec.load(args.spec, check_capacity=False)
         report = pool.offline(tenants, _capacity(args, tenants))
         _emit(output, report)
-        return 0 if report.status == pool.Status.OK else 1  # a plan fits or not; a WARNING is advice
+        return int(report.status)
     tenants_or_none = spec.load(args.spec, check_capacity=False) if args.spec else None
     target = target_from_args(args, ctx)
     log = logs.get_logger(command=NAME)
@@ -70,7 +80,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     except (libpq.ConnectFailed, libpq.Cancelled) as exc:
         error = exc.error if isinstance(exc, libpq.ConnectFailed) else libpq.ServerError("no answer in time")
         failure = connect_failure(error.message, error.sqlstate, error.needs_password)
-        report = pool.Report("live", spec.Capacity(0))
+        report = pool.Report("live", None)
         report.flag(pool.Status.UNKNOWN, f"cannot connect: {failure.message}", failure.hint)
     else:
         try:
@@ -113,11 +123,14 @@ def _emit(output: str, report: pool.Report) -> None:
 
 def _text(report: pool.Report) -> str:
     c = report.capacity
+    findings = [f"{f.status.name}: {f.message}" + (f" (hint: {f.hint})" if f.hint else "") for f in report.findings]
+    if c is None:  # the server was not read: say so, and nothing else
+        return "".join(line + "\n" for line in [f"CHECK-POOL {report.status.name} - server not read", *findings])
     what = "connections" if report.mode == "live" else "budgeted connections"
     share = f" ({report.total / c.usable:.0%})" if c.usable > 0 else ""
+    headroom = f", +{report.headroom} admin headroom" if report.headroom else ""
     lines = [f"CHECK-POOL {report.status.name} - {report.total} {what} of {c.usable} usable slots{share} "
-             f"({c.describe()}){f', +{report.headroom} admin headroom' if report.headroom else ''}"]  # fmt: skip
-    lines += [f"{f.status.name}: {f.message}" + (f" (hint: {f.hint})" if f.hint else "") for f in report.findings]
+             f"({c.describe()}){headroom}", *findings]  # fmt: skip
     lines.append(f"{'role':<24} {'conn':>5} {'active':>6} {'idle':>5} {'idle_tx':>7} {'limit':>6} {'budget':>6}")
     live = report.mode == "live"
     for usage in report.roles.values():
@@ -137,24 +150,29 @@ def _label(value: str) -> str:
 
 
 def prometheus(report: pool.Report) -> str:
-    """The text exposition format: gauges per role and totals, for node-exporter's textfile collector."""
+    """The text exposition format: gauges per role and totals, for node-exporter's textfile collector.
+    When the server was not read, only the status and ``sharedpg_up 0``: no invented zeros."""
     c = report.capacity
     metrics: list[tuple[str, str, list[tuple[str, float]]]] = [
         ("sharedpg_pool_status", "check-pool status: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN",
          [("", int(report.status))]),
-        ("sharedpg_max_connections", "The server's max_connections", [("", c.max_connections)]),
-        ("sharedpg_usable_connections", "max_connections - superuser_reserved - reserved (16+)", [("", c.usable)]),
-        (f"sharedpg_{'connections' if report.mode == 'live' else 'budget'}_total",
-         "Client connections of all roles" if report.mode == "live" else "Declared pool budgets of all tenants",
-         [("", report.total)]),
-        ("sharedpg_role_connections", "Client connections by role and state",
-         [(f'role="{_label(u.role)}",state="{_label(s)}"', n)
-          for u in report.roles.values() for s, n in u.states.items()]),
-        ("sharedpg_role_connection_limit", "The role's CONNECTION LIMIT (-1: none)",
-         [(f'role="{_label(u.role)}"', u.limit) for u in report.roles.values() if u.limit is not None]),
-        ("sharedpg_role_budget", "The role's pool budget in the spec (pool max x replicas x multiplier)",
-         [(f'role="{_label(u.role)}"', u.budget) for u in report.roles.values() if u.budget is not None]),
+        ("sharedpg_up", "1 when the server (or, offline, the spec) was read, 0 when not", [("", int(c is not None))]),
     ]  # fmt: skip
+    if c is not None:
+        metrics += [
+            ("sharedpg_max_connections", "The server's max_connections", [("", c.max_connections)]),
+            ("sharedpg_usable_connections", "max_connections - superuser_reserved - reserved (16+)", [("", c.usable)]),
+            (f"sharedpg_{'connections' if report.mode == 'live' else 'budget'}_total",
+             "Client connections of all roles" if report.mode == "live" else "Declared pool budgets of all tenants",
+             [("", report.total)]),
+            ("sharedpg_role_connections", "Client connections by role and state",
+             [(f'role="{_label(u.role)}",state="{_label(s)}"', n)
+              for u in report.roles.values() for s, n in u.states.items()]),
+            ("sharedpg_role_connection_limit", "The role's CONNECTION LIMIT (-1: none)",
+             [(f'role="{_label(u.role)}"', u.limit) for u in report.roles.values() if u.limit is not None]),
+            ("sharedpg_role_budget", "The role's pool budget in the spec (pool max x replicas x multiplier)",
+             [(f'role="{_label(u.role)}"', u.budget) for u in report.roles.values() if u.budget is not None]),
+        ]  # fmt: skip
     lines = []
     for name, help_text, samples in metrics:
         if not samples:

@@ -59,7 +59,7 @@ def _source_params(args: argparse.Namespace, ctx: Context) -> dict[str, str]:
         if ctx.flag_given("--from-dsn"):
             raise ConfigError("--from-dsn contains a password: use --from-password-file or SHAREDPG_FROM_DSN")
     if args.from_password_file:
-        params["password"] = read_password_file(args.from_password_file)
+        params["password"] = read_password_file(args.from_password_file, "--from-password-file")
     params.setdefault("fallback_application_name", ctx.app_name)
     return params
 

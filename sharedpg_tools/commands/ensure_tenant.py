@@ -64,7 +64,7 @@ def spec_from_args(args: argparse.Namespace, ctx: Context) -> TenantSpec:
     if args.tenant_password_file and args.tenant_password_env:
         raise ConfigError("--tenant-password-file and --tenant-password-env both given: use one")
     if args.tenant_password_file:
-        password = read_password_file(args.tenant_password_file)
+        password = read_password_file(args.tenant_password_file, "--tenant-password-file")
     elif args.tenant_password_env:
         password = ctx.environ.get(args.tenant_password_env)
         if not password:

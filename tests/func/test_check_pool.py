@@ -15,7 +15,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
 
-from tests.conftest import Cli, Result
+from tests.conftest import ROOT, Cli, Result
 from tests.fix_servers import RESERVED_16, Server
 
 
@@ -154,10 +154,30 @@ def test_prometheus_output_parses_and_carries_each_role(cli: Cli, pg: Server, te
     assert families["sharedpg_usable_connections"].samples[0].value > 0
 
 
-def test_unreachable_server_is_unknown_with_hint(cli: Cli) -> None:
+def test_unreachable_server_is_unknown_with_nothing_invented(cli: Cli) -> None:
     result = cli("check-pool", "--dsn", "host=127.0.0.1 port=1", "--output", "json")
-    assert result.code == 3, result
-    assert "cannot connect" in result.result()["findings"][0]["message"]
+    assert result.code == 3 == result.result()["exit_code"], result
+    report = result.result()
+    assert "cannot connect" in report["findings"][0]["message"]
+    assert not {"capacity", "connections", "roles", "admin_headroom"} & set(report), "figures it never read"
+    text = cli("check-pool", "--dsn", "host=127.0.0.1 port=1")
+    assert text.stdout.startswith("CHECK-POOL UNKNOWN - server not read") and "usable" not in text.stdout
+    prom = cli("check-pool", "--dsn", "host=127.0.0.1 port=1", "--output", "prometheus")
+    families = {f.name: f.samples[0].value for f in text_string_to_metric_families(prom.stdout)}
+    assert families == {"sharedpg_pool_status": 3, "sharedpg_up": 0}
+
+
+def test_an_unknown_role_is_unknown_not_ok(cli: Cli, pg: Server) -> None:
+    result = check(cli, pg, "--role", "no_such_tenant", "--output", "json")
+    assert result.code == 3 == result.result()["exit_code"], result
+    assert "role no_such_tenant does not exist" in result.result()["findings"][0]["message"]
+
+
+def test_live_report_carries_the_specs_admin_headroom(cli: Cli, pg: Server) -> None:
+    without = check(cli, pg, "--output", "json").result()
+    assert "admin_headroom" not in without, "no spec given: the headroom is unknown, not 0"
+    with_spec = check(cli, pg, "--spec", str(ROOT / "sharedpg_tools" / "default-spec.yaml"), "--output", "json")
+    assert with_spec.result()["admin_headroom"] == 5
 
 
 def test_offline_seed_plan_fits_and_an_overfull_one_does_not(cli: Cli, tmp_path: Path) -> None:
@@ -168,7 +188,7 @@ def test_offline_seed_plan_fits_and_an_overfull_one_does_not(cli: Cli, tmp_path:
     raw["tenants"].append({"name": "keycloak", "stack": "backstage", "pool": {"max": 10}, "replicas": 2})
     (tmp_path / "more.yaml").write_text(yaml.safe_dump(raw))
     full = cli("check-pool", "--offline", "--spec", str(tmp_path / "more.yaml"), "--output", "json")
-    assert full.code == 1, full
+    assert full.code == 2 == full.result()["exit_code"], full  # CRITICAL, as printed
     message = full.result()["findings"][0]["message"]
     assert "does not fit by 13" in message and "keycloak 20 (10x2x1)" in message
 
@@ -179,6 +199,18 @@ def test_offline_capacity_flags_override_the_spec(cli: Cli) -> None:
     assert result.result()["capacity"]["usable"] == 100 - 3 - 5
 
 
-def test_invalid_input_is_unknown_live_and_2_offline(cli: Cli) -> None:
+def test_invalid_input_is_unknown_in_both_modes(cli: Cli) -> None:
     assert cli("check-pool", "--warn", "1.5").code == 3
-    assert cli("check-pool", "--offline", "--warn", "1.5").code == 2
+    assert cli("check-pool", "--offline", "--warn", "1.5").code == 3
+    assert cli("check-pool", "--offline", "--max-connections", "ten").code == 3
+
+
+def test_offline_warning_and_critical_exit_as_printed(cli: Cli) -> None:
+    for max_connections, status in (("80", "OK"), ("60", "CRITICAL")):
+        result = cli("check-pool", "--offline", "--max-connections", max_connections, "--output", "json")
+        assert result.result()["status"] == status and result.code == result.result()["exit_code"], result
+
+
+def test_help_shows_the_nagios_codes(cli: Cli) -> None:
+    shown = cli("check-pool", "--help").stdout
+    assert "exit codes (Nagios" in shown and "3    UNKNOWN" in shown and "124" not in shown

@@ -65,3 +65,62 @@ def test_readme_sections_match_the_code(section: str) -> None:
 
     fix = "run: .venv/bin/python scripts/readme_sections.py --write"
     assert section_of(README.read_text(), section) == SECTIONS[section](), fix
+
+
+def _flags_with_checked_variables() -> list[tuple[str, str, str]]:
+    """(command, variable, kind) for every flag whose environment variable can hold a bad value: booleans,
+    numbers and choices (a free-text variable has no bad value)."""
+    import argparse
+    import re
+
+    from sharedpg_tools.cli import COMMANDS, build_parser
+
+    found = []
+    for command in COMMANDS:
+        parser = build_parser({}, command)
+        [subparsers] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        for action in subparsers.choices[command]._actions:
+            variable = re.search(r"\[env: (\w+)\]", action.help or "")
+            if variable is None:
+                continue
+            if isinstance(action, argparse._StoreTrueAction):
+                kind = "boolean"
+            elif action.choices:
+                kind = "choice"
+            elif action.type is not None:
+                kind = "number"
+            else:
+                continue
+            found.append((command, variable[1], kind))
+    return found
+
+
+@pytest.mark.parametrize(("command", "variable", "kind"), _flags_with_checked_variables())
+def test_every_flags_variable_with_a_bad_value_is_one_line_and_the_usage_code(
+    cli: Cli, command: str, variable: str, kind: str
+) -> None:
+    bad = {"boolean": "maybe", "choice": "neither-of-them", "number": "ten"}[kind]
+    result = cli(command, env={variable: bad})
+    assert result.code == (3 if command == "check-pool" else 2), result  # check-pool: UNKNOWN, its usage code
+    [line] = result.log_lines
+    assert variable in line and repr(bad) in line, line
+
+
+def test_the_walk_covers_the_variables_the_issue_names() -> None:
+    walked = {variable for _, variable, _ in _flags_with_checked_variables()}
+    assert {"SHAREDPG_ONCE", "SHAREDPG_WRITABLE", "SHAREDPG_NO_VAULT", "SHAREDPG_OFFLINE",
+            "SHAREDPG_CONNECTION_LIMIT", "SHAREDPG_MAX_CONNECTIONS"} <= walked  # fmt: skip
+
+
+@pytest.mark.parametrize(("content", "needle"), [
+    (b"\xff\xfe not utf-8", "is not UTF-8 text"),
+    (b"secret\x00tail", "holds a NUL byte"),
+])  # fmt: skip
+def test_a_password_file_libpq_would_misread_is_a_usage_error(cli: Cli, tmp_path: Path, content: bytes,
+                                                              needle: str) -> None:  # fmt: skip
+    path = tmp_path / "pw"
+    path.write_bytes(content)
+    result = cli("wait-for-db", "--password-file", str(path))
+    assert result.code == 2, result
+    [line] = result.log_lines
+    assert needle in line and str(path) in line
