@@ -147,8 +147,9 @@ def _tool_error(text: str) -> str:
 
 
 def child_env(password: str | None) -> dict[str, str]:
-    """A tool's environment: ours without any PG* variable, plus its password (never on its command line)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    """A tool's environment: ours without the PG* variables that would point it elsewhere (its conninfo says
+    where), keeping PGPASSFILE, plus its password (never on its command line)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG") or k == "PGPASSFILE"}
     if password:
         env["PGPASSWORD"] = password
     return env

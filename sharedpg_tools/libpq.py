@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import select
 import sys
 import time
@@ -127,10 +128,16 @@ def _array(items: Sequence[str | None]) -> ctypes.Array[ctypes.c_char_p]:
     return (ctypes.c_char_p * (len(items) + 1))(*[s.encode() if s is not None else None for s in items], None)
 
 
+def _may_hold_password(conninfo: str) -> bool:
+    """A password keyword, or a URI with ``user:password@``."""
+    return "password" in conninfo.lower() or bool(re.match(r"^postgres(?:ql)?://[^@/]*:[^@/]*@", conninfo))
+
+
 def parse_conninfo(conninfo: str) -> dict[str, str]:
     """Parse a conninfo string or URI with libpq's own parser; return the keywords it sets.
 
-    :raises ValueError: with libpq's message when the string is malformed or names an unknown keyword.
+    :raises ValueError: with libpq's message when the string is malformed or names an unknown keyword;
+        when the string holds a password, the fragments libpq quotes are left out (they may be part of it).
     """
     errmsg = ctypes.c_char_p()
     options = lib().PQconninfoParse(conninfo.encode(), ctypes.byref(errmsg))
@@ -138,6 +145,8 @@ def parse_conninfo(conninfo: str) -> dict[str, str]:
         message = _text(errmsg.value).strip() or "invalid connection string"
         if errmsg.value is not None:
             lib().PQfreemem(errmsg)
+        if _may_hold_password(conninfo):
+            message = re.sub(r'"[^"]*"', '"…"', message)
         raise ValueError(message)
     try:
         parsed = {}

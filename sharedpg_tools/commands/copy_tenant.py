@@ -24,7 +24,8 @@ import psycopg
 from psycopg.conninfo import make_conninfo
 
 from sharedpg_tools import copy, db, libpq, logs
-from sharedpg_tools.errors import ConfigError, PermanentError
+from sharedpg_tools.classify import CLASSES
+from sharedpg_tools.errors import ConfigError, PermanentError, SharedpgError
 from sharedpg_tools.exitcodes import ExitCode
 from sharedpg_tools.names import check_name
 from sharedpg_tools.settings import Context, EnvDefaults, read_password_file, target_from_args
@@ -89,7 +90,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     target = target_from_args(args, ctx)
     log = logs.get_logger(command=NAME, tenant=args.name)
     started = time.monotonic()
-    with db.connect(source_params) as src, db.connect(target.params(dbname=args.maintenance_db)) as admin:
+    with _connect_source(source_params) as src, db.connect(target.params(dbname=args.maintenance_db)) as admin:
         src_major, tgt_major = src.info.server_version // 10000, admin.info.server_version // 10000
         if src.info.server_version > admin.info.server_version:
             raise PermanentError(
@@ -106,6 +107,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
                     f"database {database} already has {len(existing)} tables (e.g. {'.'.join(existing[0])}): "
                     "sharedpg never overwrites data silently; add --into-nonempty (and --clean to replace them)"
                 )
+            _check_extensions(src, admin, tdb, database)
             src_encoding, tgt_encoding = _encoding(src), _encoding(tdb)
             if src_encoding != tgt_encoding:
                 raise PermanentError(f"the source database is {src_encoding}, the tenant's {tgt_encoding}: "
@@ -155,6 +157,49 @@ def _encoding(conn: psycopg.Connection[Any]) -> str:
 
 def _env_password(ctx: Context) -> str | None:
     return ctx.environ.get("PGPASSWORD")
+
+
+# The shared server's hints for a failed login name its ExternalSecret and the bootstrap Job; for the old
+# server the credentials come from --from-dsn and --from-password-file.
+_SOURCE_HINTS = {
+    CLASSES["auth_failed"][1]: "the old server rejected the password (28P01): check --from-password-file (or the "
+    "password in SHAREDPG_FROM_DSN) and the user in --from-dsn",
+    CLASSES["password_missing"][1]: "the old server asks for a password: give --from-password-file",
+    CLASSES["not_authorized"][1]: "the old server has no such role, or no pg_hba.conf entry for this client "
+    "(28000): check the user and sslmode in --from-dsn",
+}
+
+
+def _connect_source(params: dict[str, str]) -> psycopg.Connection[Any]:
+    """The old server, with errors that say it is the old server and point at the --from-* inputs."""
+    try:
+        return db.connect(params)
+    except SharedpgError as exc:
+        exc.args = (f"the old server (--from-dsn): {exc}",)
+        exc.hint = _SOURCE_HINTS.get(exc.hint or "", exc.hint)
+        raise
+
+
+def _check_extensions(src: psycopg.Connection[Any], admin: psycopg.Connection[Any], tdb: psycopg.Connection[Any],
+                      database: str) -> None:  # fmt: skip
+    """Every extension of the source must be installed in the tenant's database already: the restore runs as
+    the tenant, which may not create one (and none the shared server lacks)."""
+    query = "SELECT extname FROM pg_catalog.pg_extension WHERE extname <> 'plpgsql' ORDER BY 1"
+    wanted = [str(name) for (name,) in src.execute(query).fetchall()]
+    if not wanted:
+        return
+    installed = {str(name) for (name,) in tdb.execute(query).fetchall()}
+    available = {str(n) for (n,) in admin.execute("SELECT name FROM pg_catalog.pg_available_extensions").fetchall()}
+    absent = [e for e in wanted if e not in available]
+    if absent:
+        raise PermanentError(f"the source uses extensions the shared server does not have: {', '.join(absent)}",
+                             "install them on the shared server's image, or drop them from the source")  # fmt: skip
+    missing = [e for e in wanted if e not in installed]
+    if missing:
+        flags = " ".join(f"--extension {e}" for e in missing)
+        raise PermanentError(f"the source uses extensions not installed in database {database}: {', '.join(missing)}",
+                             f"add them to the tenant first: sharedpg ensure-tenant ... {flags} (or the spec's "
+                             "extensions)")  # fmt: skip
 
 
 def _check_tenant(admin: psycopg.Connection[Any], role: str, database: str) -> None:

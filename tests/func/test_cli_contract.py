@@ -124,3 +124,17 @@ def test_a_password_file_libpq_would_misread_is_a_usage_error(cli: Cli, tmp_path
     assert result.code == 2, result
     [line] = result.log_lines
     assert needle in line and str(path) in line
+
+
+@pytest.mark.parametrize(("command", "variable", "dsn"), [
+    ("wait-for-db", "SHAREDPG_DSN", "host=db password=hunter2 xyzzy"),
+    ("wait-for-db", "SHAREDPG_DSN", "postgresql://app:hunter2 xyzzy@db/app"),
+    ("copy-tenant", "SHAREDPG_FROM_DSN", "host=old password='hunter2 xyzzy"),
+])  # fmt: skip
+def test_a_malformed_dsn_never_echoes_its_password(cli: Cli, command: str, variable: str, dsn: str) -> None:
+    cli.secrets |= {"hunter2", "xyzzy"}  # checked on every byte printed
+    args = [command, "app"] if command == "copy-tenant" else [command]
+    result = cli(*args, "--once", env={variable: dsn}) if command == "wait-for-db" else cli(*args, env={variable: dsn})
+    assert result.code == 2, result
+    [line] = result.log_lines
+    assert "conninfo" in line or "connection" in line, line

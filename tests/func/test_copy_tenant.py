@@ -115,3 +115,58 @@ def test_newer_source_than_target_is_refused(cli: Cli, pg: Server, legacy: Legac
         assert result.code == 3 and "newer than the shared server" in result.stderr, result
     finally:
         shared.drop_tenants([name])
+
+
+def test_a_wrong_source_password_points_at_the_source_inputs(
+    cli: Cli, pg: Server, legacy: Legacy, tenant: tuple[str, str], tmp_path: Path
+) -> None:
+    name, _ = tenant
+    (tmp_path / "legacy.pw").write_text("not-the-password\n")
+    result = cli("copy-tenant", name, "--from-dsn", legacy.dsn, "--from-password-file", str(tmp_path / "legacy.pw"),
+                 "--dsn", pg.conninfo(), env={"PGPASSWORD": pg.password})  # fmt: skip
+    assert result.code == 3, result
+    [failed] = [e for e in result.events() if e["level"] == "error"]
+    assert failed["error"].startswith("the old server (--from-dsn):"), failed
+    assert "--from-password-file" in failed["hint"] and "ExternalSecret" not in failed["hint"]
+
+
+def test_the_source_password_from_pgpassfile_reaches_pg_dump(
+    cli: Cli, pg: Server, legacy: Legacy, tenant: tuple[str, str], tmp_path: Path
+) -> None:
+    """The old server's password only in PGPASSFILE (PGPASSWORD would win over it for both servers, so the
+    shared server's comes from PGPASSWORD_FILE, as in a Job)."""
+    name, _ = tenant
+    (tmp_path / "admin.pw").write_text(pg.password)
+    passfile = tmp_path / "pgpass"
+    passfile.write_text(f"{legacy.server.host}:{legacy.server.port}:*:legacy_user:{legacy.password}\n")
+    passfile.chmod(0o600)
+    cli.secrets.add(legacy.password)
+    env = {"PGPASSWORD_FILE": str(tmp_path / "admin.pw"), "PGPASSFILE": str(passfile)}
+    result = cli("copy-tenant", name, "--from-dsn", legacy.dsn, "--dsn", pg.conninfo(), "--output", "json", env=env,
+                 timeout=300)  # fmt: skip
+    assert result.code == 0, result
+    assert result.result()["rows"] == ROWS
+
+
+def test_a_source_extension_the_tenant_lacks_is_refused_before_copying(
+    cli: Cli, pg: Server, legacy: Legacy, tenant: tuple[str, str], tmp_path: Path
+) -> None:
+    name, password = tenant
+    source_db = f"legacy_ext_{secrets.token_hex(3)}"
+    legacy.server.admin_sql(f"CREATE DATABASE {source_db} OWNER legacy_user")
+    with psycopg.connect(legacy.server.conninfo("legacy_user", source_db), password=legacy.password,
+                         autocommit=True) as conn:  # fmt: skip
+        conn.execute("CREATE EXTENSION hstore")
+        conn.execute("CREATE TABLE tags (id int PRIMARY KEY, attrs hstore)")
+    (tmp_path / "legacy.pw").write_text(legacy.password)
+    cli.secrets.add(legacy.password)
+    dsn = legacy.dsn.replace("dbname=legacy_app", f"dbname={source_db}")
+    result = cli("copy-tenant", name, "--from-dsn", dsn, "--from-password-file", str(tmp_path / "legacy.pw"),
+                 "--dsn", pg.conninfo(), env={"PGPASSWORD": pg.password})  # fmt: skip
+    assert result.code == 3, result
+    [failed] = [e for e in result.events() if e["level"] == "error"]
+    assert "hstore" in failed["error"]
+    assert "--extension hstore" in failed["hint"] or "does not have" in failed["error"], failed
+    with psycopg.connect(pg.conninfo(name, name), password=password) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace").fetchone() \
+            == (0,)  # fmt: skip
