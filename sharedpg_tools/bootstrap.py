@@ -59,7 +59,7 @@ class Credentials:
             return password, f"{'generated, stored in' if generated else 'file'} {self.password_dir}/{tenant.name}"
         raise ConfigError(
             f"tenant {tenant.name!r} has no password source: set password_file or password_env in the spec, "
-            "pass --password-dir, or configure Vault"
+            "or pass --password-dir"
         )
 
     def _from_vault(self, tenant: Tenant) -> tuple[str, str]:

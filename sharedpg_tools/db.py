@@ -26,7 +26,9 @@ def connect(params: dict[str, str], fail_fast: bool = True) -> psycopg.Connectio
         return psycopg.connect(autocommit=True, **params)  # type: ignore[arg-type]
     except psycopg.OperationalError as exc:
         try:
-            probe.attempt_params(params, probe.Requirement("login"), _CLASSIFY_TIMEOUT_S)
+            probe.attempt_params(
+                params, probe.Requirement("login"), float(params.get("connect_timeout", _CLASSIFY_TIMEOUT_S))
+            )
         except probe.AttemptFailed as failed:
             raise escalate(failed, fail_fast) from None
         raise SharedpgError(f"could not connect: {str(exc).strip().splitlines()[0]}") from None

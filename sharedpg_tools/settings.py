@@ -9,6 +9,7 @@ pod specs.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from collections.abc import Mapping
 
@@ -171,10 +172,11 @@ def read_password_file(path: str, what: str = "--password-file / PGPASSWORD_FILE
 class Target:
     """How to reach the server: a conninfo, an optional password file, and libpq's environment."""
 
-    def __init__(self, dsn: str | None, password_file: str | None, app_name: str):
+    def __init__(self, dsn: str | None, password_file: str | None, app_name: str, connect_timeout: float | None = None):
         self.dsn = dsn or ""
         self.password_file = password_file
         self.app_name = app_name
+        self.connect_timeout = connect_timeout
 
     def params(self, **overrides: str) -> dict[str, str]:
         """libpq keyword parameters for one connection; the password file is read again each time.
@@ -184,10 +186,18 @@ class Target:
         """
         params = libpq.parse_conninfo(self.dsn) if self.dsn else {}
         params.setdefault("fallback_application_name", self.app_name)
+        bound_connect(params, self.connect_timeout)
         if self.password_file:
             params["password"] = read_password_file(self.password_file)
         params.update(overrides)
         return params
+
+
+def bound_connect(params: dict[str, str], seconds_: float | None) -> None:
+    """Bound each connection attempt (libpq's connect_timeout, whole seconds, at least 2) unless the conninfo
+    or PGCONNECT_TIMEOUT already does: a server that accepts TCP and never answers must not hang a command."""
+    if seconds_ and "connect_timeout" not in params and "PGCONNECT_TIMEOUT" not in os.environ:
+        params["connect_timeout"] = str(max(2, math.ceil(seconds_)))
 
 
 def target_from_args(args: argparse.Namespace, ctx: Context) -> Target:
@@ -212,7 +222,7 @@ def target_from_args(args: argparse.Namespace, ctx: Context) -> Target:
                 "--dsn contains a password, which would show in ps and in the pod spec: "
                 "remove it and use --password-file, PGPASSWORD_FILE, PGPASSWORD or SHAREDPG_DSN"
             )
-    target = Target(dsn, args.password_file, ctx.app_name)
+    target = Target(dsn, args.password_file, ctx.app_name, getattr(args, "attempt_timeout", None))
     if args.password_file:
         read_password_file(args.password_file)
     return target

@@ -18,6 +18,7 @@ from typing import Any
 
 from sharedpg_tools import bootstrap, fuses, logs, probe, spec
 from sharedpg_tools.commands.wait_for_db import add_policy_arguments, policy_from_args
+from sharedpg_tools.errors import ConfigError
 from sharedpg_tools.exitcodes import ExitCode
 from sharedpg_tools.settings import Context, EnvDefaults, target_from_args
 from sharedpg_tools.waiter import Waiter
@@ -64,6 +65,11 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         return _plan(args.output, tenants, fuse_values)
     policy = policy_from_args(args)
     target = target_from_args(args, ctx)
+    if args.no_vault and not args.password_dir:
+        sourceless = [t.name for t in tenants.tenants if not t.password_file and not t.password_env]
+        if sourceless:
+            raise ConfigError(f"--no-vault: no password source for {', '.join(sourceless)}: give --password-dir DIR, "
+                              "or password_file / password_env for each in the spec")  # fmt: skip
     vault_settings = None
     if not args.no_vault:
         from sharedpg_tools.vault import VaultSettings

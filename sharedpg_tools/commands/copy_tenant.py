@@ -28,7 +28,7 @@ from sharedpg_tools.classify import CLASSES
 from sharedpg_tools.errors import ConfigError, PermanentError, SharedpgError
 from sharedpg_tools.exitcodes import ExitCode
 from sharedpg_tools.names import check_name
-from sharedpg_tools.settings import Context, EnvDefaults, read_password_file, target_from_args
+from sharedpg_tools.settings import Context, EnvDefaults, bound_connect, read_password_file, seconds, target_from_args
 
 NAME = "copy-tenant"
 USES_STRUCTLOG = True
@@ -46,6 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser, environ: Any) -> None:
     opts.add("--clean", action="store_true", default=False, help="with --into-nonempty: drop what the dump recreates")
     opts.add("--dry-run", action="store_true", default=False, help="preflight and list what would be copied")
     opts.add("--maintenance-db", default="postgres", help="where the admin connects first")
+    opts.add("--attempt-timeout", type=seconds, default=10.0, metavar="SECONDS",
+             help="limit of each connection attempt, to either server (connect_timeout)")  # fmt: skip
 
 
 def _source_params(args: argparse.Namespace, ctx: Context) -> dict[str, str]:
@@ -62,6 +64,7 @@ def _source_params(args: argparse.Namespace, ctx: Context) -> dict[str, str]:
     if args.from_password_file:
         params["password"] = read_password_file(args.from_password_file, "--from-password-file")
     params.setdefault("fallback_application_name", ctx.app_name)
+    bound_connect(params, args.attempt_timeout)
     return params
 
 

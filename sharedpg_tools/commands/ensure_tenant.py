@@ -50,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser, environ: Any) -> None:
     opts.add("--dry-run", action="store_true", default=False, help="print the SQL that would run; change nothing")
     opts.add("--maintenance-db", default="postgres", help="where the admin connects and takes the provisioning lock")
     opts.add("--lock-timeout", type=seconds, default=60.0, metavar="SECONDS", help="wait this long for other runs")
+    opts.add("--attempt-timeout", type=seconds, default=10.0, metavar="SECONDS",
+             help="limit of each connection attempt (libpq connect_timeout; PGCONNECT_TIMEOUT wins)")  # fmt: skip
 
 
 def spec_from_args(args: argparse.Namespace, ctx: Context) -> TenantSpec:
@@ -118,7 +120,8 @@ def _report(args: argparse.Namespace, outcome: Outcome) -> None:
         lines = [f"{statement};" for statement in outcome.statements]
         lines.append(f"-- dry run: {len(outcome.statements)} statement(s) would run for {outcome.spec.name}")
     else:
-        lines = [*outcome.changes, f"{outcome.spec.name}: {outcome.action} (PostgreSQL {outcome.server_version}, "
-                                   f"{outcome.admin_kind} admin)"]  # fmt: skip
+        lines = [*outcome.changes, *(f"WARNING: {w}" for w in outcome.warnings),
+                 f"{outcome.spec.name}: {outcome.action} (PostgreSQL {outcome.server_version}, "
+                 f"{outcome.admin_kind} admin)"]  # fmt: skip
     sys.stdout.write("".join(logs.redact(line) + "\n" for line in lines))
     sys.stdout.flush()

@@ -138,3 +138,19 @@ def test_a_malformed_dsn_never_echoes_its_password(cli: Cli, command: str, varia
     assert result.code == 2, result
     [line] = result.log_lines
     assert "conninfo" in line or "connection" in line, line
+
+
+@pytest.mark.parametrize(("args", "env", "needles"), [
+    (["demo", "--dsn", "host=db"], {}, ["--dsn", "throwaway server of its own"]),
+    (["demo"], {"SHAREDPG_DSN": "host=db"}, ["SHAREDPG_DSN", "drop it"]),
+    (["demo", "--major", "9"], {}, ["PostgreSQL 9", "postgresql-9", "omit --major"]),
+    (["bootstrap", "--no-vault", "--dsn", "host=127.0.0.1 port=1"], {}, ["--no-vault", "--password-dir", "grafana"]),
+])  # fmt: skip
+def test_inputs_that_would_be_ignored_or_misled_are_refused_before_anything_runs(
+    cli: Cli, args: list[str], env: dict[str, str], needles: list[str]
+) -> None:
+    result = cli(*args, env=env)
+    assert result.code == 2, result
+    [line] = result.log_lines
+    assert all(n in line for n in needles), line
+    assert "Vault" not in line and "sharedpg[embedded]" not in line

@@ -4,6 +4,7 @@ admin: what each tenant can and cannot do afterwards, re-runs, drift, concurrenc
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 from psycopg import errors, sql
 
 from tests.conftest import Cli, Result
+from tests.fix_proxy import Proxy
 from tests.fix_servers import MANAGED_ADMIN, Server
 
 SEED_APPS = ("backstage", "sonarqube", "argo_workflows", "policyreporter", "grafana", "dex")
@@ -354,3 +356,24 @@ def test_each_app_first_start_ddl_works_as_its_tenant(tenants: Tenants, app: str
     ok(tenants.ensure(name, "--set", "statement_timeout=15min"))
     with tenants.connect(name) as conn:
         APP_FIRST_START[app](conn)
+
+
+@pytest.mark.slow
+def test_a_server_that_never_answers_is_bounded_by_attempt_timeout(cli: Cli, pg: Server, proxy: Proxy,
+                                                                   unique_name: str) -> None:  # fmt: skip
+    proxy.blackhole()  # accepts TCP, never answers
+    started = time.monotonic()
+    result = cli("ensure-tenant", unique_name, "--dsn", proxy.conninfo(pg), "--attempt-timeout", "2",
+                 env={"PGPASSWORD": pg.password}, timeout=60)  # fmt: skip
+    assert result.code == 1, result
+    assert time.monotonic() - started < 15, "the connect was not bounded"
+    assert "--attempt-timeout" in result.stderr
+
+
+def test_a_tenant_without_a_password_says_so_on_stdout_too(cli: Cli, pg: Server, unique_name: str) -> None:
+    try:
+        result = cli("ensure-tenant", unique_name, "--dsn", pg.conninfo(), env={"PGPASSWORD": pg.password})
+        assert result.code == 0, result
+        assert f"WARNING: role {unique_name} has no password" in result.stdout
+    finally:
+        pg.drop_tenants([unique_name])
