@@ -31,14 +31,15 @@ print(usage.ru_utime + usage.ru_stime, time.monotonic() - started, usage.ru_maxr
 """
 
 
-def measure(command: list[str], env: dict[str, str], python: list[str] | None = None) -> tuple[float, float, float]:
-    """CPU seconds, wall seconds and peak RSS (MiB) of one run; the run must succeed. ``python`` is the
-    interpreter that runs the launcher (this one by default; the image's own, entered, for the image)."""
+def measure(command: list[str], env: dict[str, str], python: list[str] | None = None,
+            expect: int = 0) -> tuple[float, float, float]:  # fmt: skip
+    """CPU seconds, wall seconds and peak RSS (MiB) of one run, which must exit ``expect``. ``python`` is
+    the interpreter that runs the launcher (this one by default; the image's own, entered, for the image)."""
     launcher = [*(python or [sys.executable]), "-I", "-S", "-c", _LAUNCHER]
     out = subprocess.run([*launcher, *command], env=env, capture_output=True, text=True, check=True).stdout.split()
     cpu, wall, rss_kib, code = float(out[0]), float(out[1]), int(out[2]), int(out[3])
-    if code != 0:
-        raise SystemExit(f"{' '.join(command)} failed with exit {code}")
+    if code != expect:
+        raise SystemExit(f"{' '.join(command)} exited {code}, not {expect}")
     return cpu, wall, rss_kib / 1024
 
 

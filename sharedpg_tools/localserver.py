@@ -192,8 +192,10 @@ class LocalServer:
         """Stop at once (immediate shutdown), keeping the data: for restart tests."""
         self._run("pg_ctl", "stop", "-m", "immediate", "-w", "-D", str(self.datadir))
 
-    def restart(self) -> None:
-        self._run("pg_ctl", "start", "-w", "-t", "60", "-D", str(self.datadir), "-l", str(self.workdir / "server.log"))
+    def restart(self, wait: bool = True) -> None:
+        """Start again on the same data; ``wait=False`` returns as soon as the postmaster is launched."""
+        self._run("pg_ctl", "start", *(("-w", "-t", "60") if wait else ("-W",)), "-D", str(self.datadir),
+                  "-l", str(self.workdir / "server.log"))  # fmt: skip
 
     def promote(self) -> None:
         """End recovery of a standby (tests of --writable)."""

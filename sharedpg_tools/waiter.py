@@ -1,8 +1,16 @@
 """Repeat an attempt until it succeeds, bounded by a total deadline (tenacity does the loop).
 
-Backoff is exponential with jitter from ``interval`` to ``max_interval``; the last sleep is clamped
-so the deadline is honoured. A ``stable`` window asks for the server to stay ready that long, which
-guards against the official image's init phase (the server accepts, then restarts).
+The delay after a failure depends on what failed:
+- nothing listens (connection refused, no socket): a login attempt would be wasted, so the port itself is
+  polled with a TCP (or Unix socket) connect every ``PORT_POLL_S`` for up to ``max_interval``, and the
+  wait ends the moment it answers: readiness is seen within a poll of the server opening its port, with
+  no failed login in the server's log meanwhile;
+- the server is starting (57P03): ``STARTING_S`` (or ``interval`` if shorter), it is a matter of moments;
+- the login was rejected (auth classes): ``max_interval``: each such attempt is a line in the server's log;
+- anything else: exponential backoff with jitter from ``interval`` to ``max_interval``.
+The deadline is sharedpg's own clock: the last sleep is clamped to it and no attempt starts after it. A
+``stable`` window asks for the server to stay ready that long, which guards against the official image's
+init phase (the server accepts, then restarts).
 """
 
 from __future__ import annotations
@@ -21,6 +29,29 @@ if TYPE_CHECKING:
 
 # The smallest attempt a nearly spent deadline still allows, so the last attempt is not empty.
 MIN_ATTEMPT_S = 0.1
+# While nothing listens: how often the port is polled (a connect and close, no login).
+PORT_POLL_S = 0.1
+NOT_LISTENING = ("refused", "no_socket")
+# A server that answers "starting up" (recovery after a restart) is retried this soon.
+STARTING_S = 0.1
+
+
+def port_answers(target: dict[str, str]) -> bool:
+    """Does anything accept a connection at the target's host and port (or Unix socket)?"""
+    import socket
+
+    host, port = target.get("host") or "localhost", target.get("port") or "5432"
+    try:
+        if host.startswith("/"):
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.settimeout(PORT_POLL_S)
+                sock.connect(f"{host}/.s.PGSQL.{port}")
+        else:
+            with socket.create_connection((host, int(port)), timeout=PORT_POLL_S):
+                pass
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 class Policy:
@@ -134,6 +165,15 @@ class Waiter:
         self.log.debug("ready, holding for --stable", held_s=round(held, 3), stable_s=self.policy.stable)
         raise Stabilizing(f"ready for {held:.1f} s of the --stable {self.policy.stable:g} s")
 
+    def _sleep(self, seconds: float) -> None:
+        """Sleep ``seconds``; after a refused connection, poll the port meanwhile and stop when it answers."""
+        end = time.monotonic() + seconds
+        listening = self.last is not None and self.last.failure.error_class in NOT_LISTENING
+        while (left := end - time.monotonic()) > 0:
+            if listening and port_answers(self.last.target):  # type: ignore[union-attr]
+                return
+            time.sleep(min(PORT_POLL_S, left))
+
     def until_ready(self) -> Ready:
         """Attempt until ready or the deadline.
 
@@ -148,7 +188,15 @@ class Waiter:
 
         def next_delay(state: Any) -> float:
             error = state.outcome.exception()
-            delay = self.policy.interval if isinstance(error, Stabilizing) else backoff(state)
+            failed = error.failure.error_class if isinstance(error, NotReadyYet) else None
+            if isinstance(error, Stabilizing):
+                delay = self.policy.interval
+            elif failed == "starting":
+                delay = min(STARTING_S, self.policy.interval)
+            elif failed in NOT_LISTENING or (isinstance(error, NotReadyYet) and error.failure.kind == "auth"):
+                delay = self.policy.max_interval  # NOT_LISTENING: the port poll usually ends it early
+            else:
+                delay = backoff(state)
             return max(0.0, min(delay, self.remaining()))
 
         def report(state: Any) -> None:
@@ -157,8 +205,9 @@ class Waiter:
                 self.on_failure(error, state.upcoming_sleep)
 
         retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_delay(self.policy.timeout) if self.policy.timeout else tenacity.stop_never,
+            stop=lambda state: self.remaining() <= 0,  # sharedpg's clock: tenacity's starts later
             wait=next_delay,
+            sleep=self._sleep,
             retry=tenacity.retry_if_exception_type((NotReadyYet, Stabilizing)),
             before_sleep=report,
             reraise=True,

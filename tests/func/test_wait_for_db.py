@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from psycopg import sql
 
+from sharedpg_tools.localserver import free_port
 from tests.conftest import Cli, Result
 from tests.fix_proxy import Proxy
 from tests.fix_servers import MANAGED_ADMIN, Server
@@ -304,3 +305,27 @@ def test_unresolvable_host_is_dns(cli: Cli) -> None:
     assert result.code == 1, result
     assert result.result()["error_class"] == "dns"
     assert "Service" in result.result()["hint"]
+
+
+@pytest.mark.slow
+def test_nothing_listening_until_the_deadline_makes_few_attempts(cli: Cli) -> None:
+    """While nothing listens the port is polled, not logged into: one attempt per --max-interval at most,
+    and none in a burst at the deadline."""
+    result = cli("wait-for-db", "--timeout", "3", "--dsn", f"host=127.0.0.1 port={free_port()} user=app",
+                 "--output", "json")  # fmt: skip
+    assert result.code == 124, result
+    report = result.result()
+    assert report["attempts"] <= 3 / 2 + 2 and 2.9 <= report["elapsed_s"] < 3.5, report
+
+
+@pytest.mark.slow
+def test_a_rejected_login_is_retried_once_per_max_interval_in_the_servers_log(cli: Cli, own_server: Server,
+                                                                            tmp_path: Path) -> None:  # fmt: skip
+    wrong = tmp_path / "pw"
+    wrong.write_text("not-the-password")
+    before = own_server.server_log().count("password authentication failed")
+    result = cli("wait-for-db", "--timeout", "4", "--dsn", own_server.conninfo(), "--password-file", str(wrong),
+                 "--output", "json")  # fmt: skip
+    assert result.code == 124, result
+    failed_logins = own_server.server_log().count("password authentication failed") - before
+    assert failed_logins == result.result()["attempts"] <= 4 / 2 + 2, (failed_logins, result.result())
