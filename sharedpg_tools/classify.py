@@ -1,6 +1,6 @@
 """Classify why an attempt failed, by SQLSTATE where the server sent one, else by libpq's failure kind.
 
-Each class has a stable name (logged as ``error_class`` and listed in the README troubleshooting
+Each class has a stable name (logged as ``error_class`` and listed in docs/reference.md's troubleshooting
 table), a hint an operator can act on at 3 a.m., and a policy: retried while waiting, or fatal.
 ``auth`` classes are retried by default because the bootstrap Job or the ExternalSecret may simply
 not be done yet; ``--fail-fast`` turns them into exit 3 at once.

@@ -31,8 +31,10 @@ class EnvDefaults:
         self.parser = parser
         self.environ = environ
 
-    def add(self, flag: str, *, default: object = None, env: str | None = None, **kwargs: object) -> None:
+    def add(self, flag: str, *, default: object = None, env: str | None = None, shown: str | None = None,
+            **kwargs: object) -> None:  # fmt: skip
         """Add ``flag``; a value from the environment is checked now, naming the variable if it is bad.
+        ``shown`` is the default as the help states it, where the code derives it (``--require``).
 
         :raises ConfigError: when the environment variable holds an invalid value.
         """
@@ -40,7 +42,7 @@ class EnvDefaults:
         value: object = self.environ.get(name, default)
         if name in self.environ:
             value = _check_env(name, self.environ[name], kwargs)
-        shown = "(none)" if default is None else default
+        shown = shown or ("(none)" if default is None else str(default))
         help_text = str(kwargs.pop("help", ""))
         self.parser.add_argument(
             flag,

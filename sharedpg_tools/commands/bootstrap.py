@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser, environ: Any) -> None:
         action="append",
         metavar="STACK=BOOL",
         help="a stack's fuse (backstage, cicd, policies, observability); env: FUSE_<STACK>, e.g. FUSE_CICD=true; "
-        "true/false/1/0/on/off; unset = off",
+        "true/false, 1/0, on/off or yes/no; unset = off",
     )
     opts.add("--no-vault", action="store_true", default=False, help="passwords from files, not Vault")
     opts.add(

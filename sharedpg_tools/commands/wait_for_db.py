@@ -45,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser, environ: Any) -> None:
     opts.add(
         "--require",
         choices=probe.LEVELS,
+        shown="login; query with --query",
         help="reachable: the server answers and is not starting up; login: this user can log into "
         "this database; query: and --query returns a true first column",
     )

@@ -59,12 +59,12 @@ def test_console_format_is_human_readable(cli: Cli) -> None:
 
 
 @pytest.mark.parametrize("section", ["cli-reference", "troubleshooting"])
-def test_readme_sections_match_the_code(section: str) -> None:
-    """The README's CLI reference and troubleshooting table are generated from the code; they must be current."""
-    from scripts.readme_sections import README, SECTIONS, section_of
+def test_reference_sections_match_the_code(section: str) -> None:
+    """docs/reference.md's CLI reference and troubleshooting table are generated from the code; they must be current."""
+    from scripts.doc_sections import REFERENCE, SECTIONS, section_of
 
-    fix = "run: .venv/bin/python scripts/readme_sections.py --write"
-    assert section_of(README.read_text(), section) == SECTIONS[section](), fix
+    fix = "run: .venv/bin/python scripts/doc_sections.py --write"
+    assert section_of(REFERENCE.read_text(), section) == SECTIONS[section](), fix
 
 
 def _flags_with_checked_variables() -> list[tuple[str, str, str]]:
@@ -154,3 +154,49 @@ def test_inputs_that_would_be_ignored_or_misled_are_refused_before_anything_runs
     [line] = result.log_lines
     assert all(n in line for n in needles), line
     assert "Vault" not in line and "sharedpg[embedded]" not in line
+
+
+def _sharedpg_args(words: list[str]) -> list[str] | None:
+    """The arguments given to sharedpg in one shell command, or None when it does not run sharedpg."""
+    while words and "=" in words[0] and not words[0].startswith("-"):  # VAR=value prefixes
+        words = words[1:]
+    if words and words[0].rsplit("/", 1)[-1] == "sharedpg":
+        return words[1:]
+    if words[:2] == ["docker", "run"]:
+        images = [i for i, w in enumerate(words) if w.startswith("sharedpg:")]
+        return words[images[0] + 1 :] if images else None
+    return None
+
+
+def _documented_command_lines() -> list[tuple[str, list[str]]]:
+    """Every sharedpg command in the README's and docs' shell blocks (continuations joined, comments dropped)."""
+    import re
+    import shlex
+
+    from tests.conftest import ROOT
+
+    found = []
+    for doc in (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "images" / "README.md"):
+        for block in re.findall(r"```sh\n(.*?)```", doc.read_text(), flags=re.DOTALL):
+            for line in block.replace("\\\n", " ").splitlines():
+                # split into commands at shell operators; a redirection's target is not an argument
+                commands: list[list[str]] = [[]]
+                for word in shlex.split(line, comments=True):
+                    if word in ("|", "&&", ";", ">", ">>"):
+                        commands.append([] if word not in (">", ">>") else ["(redirection)"])
+                    elif commands[-1][:1] != ["(redirection)"]:
+                        commands[-1].append(word)
+                for command in commands:
+                    args = _sharedpg_args(command)
+                    if args:
+                        found.append((f"{doc.name}: {line.strip()[:60]}", args))
+    return found
+
+
+@pytest.mark.parametrize(("where", "args"), _documented_command_lines(), ids=lambda v: v if isinstance(v, str) else "")
+def test_every_documented_command_line_parses(where: str, args: list[str]) -> None:
+    from sharedpg_tools.cli import build_parser
+
+    parser = build_parser({}, args[0])
+    _, unknown = parser.parse_known_args(args)
+    assert unknown == [], f"{where}: {unknown} are not flags of sharedpg {args[0]}"

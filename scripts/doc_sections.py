@@ -1,8 +1,8 @@
-"""Generate the README's reference sections from the code, so the two cannot drift apart.
+"""Generate the reference sections of docs/reference.md from the code, so the two cannot drift apart.
 
 Sections sit between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->``: ``cli-reference`` (every
 ``--help``) and ``troubleshooting`` (every error class with its policy and hint).
-``python scripts/readme_sections.py --write`` rewrites them; tests/func/test_cli_contract.py fails
+``python scripts/doc_sections.py --write`` rewrites them; tests/func/test_cli_contract.py fails
 when one is out of date.
 """
 
@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+REFERENCE = Path(__file__).resolve().parent.parent / "docs" / "reference.md"
 _POLICY = {
     "retry": "retried until `--timeout`",
     "auth": "retried; exit 3 at once with `--fail-fast`",
@@ -55,22 +55,22 @@ def troubleshooting() -> str:
 SECTIONS: dict[str, Callable[[], str]] = {"cli-reference": cli_reference, "troubleshooting": troubleshooting}
 
 
-def section_of(readme: str, name: str) -> str:
-    return readme.split(f"<!-- {name}:start -->", 1)[1].split(f"<!-- {name}:end -->", 1)[0].strip()
+def section_of(text: str, name: str) -> str:
+    return text.split(f"<!-- {name}:start -->", 1)[1].split(f"<!-- {name}:end -->", 1)[0].strip()
 
 
-def rewrite(readme: str) -> str:
+def rewrite(text: str) -> str:
     for name, render in SECTIONS.items():
         start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-        head, rest = readme.split(start, 1)
-        readme = f"{head}{start}\n{render()}\n{end}{rest.split(end, 1)[1]}"
-    return readme
+        head, rest = text.split(start, 1)
+        text = f"{head}{start}\n{render()}\n{end}{rest.split(end, 1)[1]}"
+    return text
 
 
 def main() -> int:
-    updated = rewrite(README.read_text())
+    updated = rewrite(REFERENCE.read_text())
     if "--write" in sys.argv:
-        README.write_text(updated)
+        REFERENCE.write_text(updated)
     else:
         print(updated)
     return 0
