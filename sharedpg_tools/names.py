@@ -6,7 +6,7 @@ import re
 
 from sharedpg_tools.errors import ConfigError
 
-NAME_PATTERN = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+NAME_PATTERN = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 RESERVED = frozenset({"postgres", "template0", "template1", "public", "none", "current_user", "current_role",
                       "session_user", "user", "all"})  # fmt: skip
 
@@ -20,7 +20,7 @@ def check_name(kind: str, name: str, admin: str | None = None) -> None:
     ...
     sharedpg_tools.errors.ConfigError: tenant name 'x"; drop table y; --' is invalid: use lower-case letters, ...
     """
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.fullmatch(name):  # not match: its $ would accept a trailing newline
         raise ConfigError(
             f"{kind} name {name!r} is invalid: use lower-case letters, digits and _, "
             "starting with a letter or _, at most 63 characters"

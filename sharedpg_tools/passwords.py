@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 import string
+import tempfile
 from pathlib import Path
 
 from sharedpg_tools import logs
@@ -44,11 +45,17 @@ def in_directory(directory: str, tenant: str, create: bool) -> tuple[str | None,
     password = generate()
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        # Written whole to a temporary file, then linked into place: link() never replaces an existing file,
+        # and a reader never sees the name before the password is in it.
+        fd, temporary = tempfile.mkstemp(prefix=f".{tenant}.", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w") as handle:  # mkstemp: mode 0600
+                handle.write(password + "\n")
+            os.link(temporary, path)
+        finally:
+            os.unlink(temporary)
     except FileExistsError:  # another run wrote it first: use theirs
         return read_password_file(str(path), "--password-dir file"), False
     except OSError as exc:
         raise ConfigError(f"--password-dir {directory!r}: cannot write {path} ({exc.strerror})") from None
-    with os.fdopen(fd, "w") as handle:
-        handle.write(password + "\n")
     return password, True

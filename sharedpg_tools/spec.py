@@ -24,7 +24,8 @@ _TOP_KEYS = {"server", "admin_headroom", "connection_limit_margin", "vault", "te
 _SERVER_KEYS = {"max_connections", "superuser_reserved_connections", "reserved_connections"}
 _VAULT_KEYS = {"mount"}
 _TENANT_KEYS = {"name", "stack", "role", "database", "pool", "replicas", "pool_multiplier", "connection_limit",
-                "settings", "extensions", "encoding", "vault_path", "password_file", "password_env"}  # fmt: skip
+                "settings", "extensions", "encoding", "vault_path", "password_file", "password_env",
+                "adopt_database_from"}  # fmt: skip
 _POOL_KEYS = {"max", "min"}
 
 
@@ -74,6 +75,7 @@ class Tenant:
         self.vault_path: str = raw.get("vault_path", f"{self.stack}/{self.name}/postgres")
         self.password_file: str | None = raw.get("password_file")
         self.password_env: str | None = raw.get("password_env")
+        self.adopt_database_from: str | None = raw.get("adopt_database_from")
 
     @property
     def budget(self) -> int:
@@ -92,7 +94,7 @@ class Tenant:
         from sharedpg_tools.tenant import TenantSpec  # psycopg: only where tenants are ensured
 
         return TenantSpec(self.name, self.role, self.database, password, self.connection_limit, self.settings,
-                          self.encoding, self.extensions)  # fmt: skip
+                          self.encoding, self.extensions, self.adopt_database_from)  # fmt: skip
 
 
 class Spec:
@@ -134,22 +136,54 @@ def load(path: str | None, check_capacity: bool = True) -> Spec:
         raise ConfigError(
             f"--spec {path!r} cannot be read ({exc.strerror}): mount the ConfigMap there or fix the path"
         ) from None
-    import yaml  # not on check-pool's live path without a spec
-
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{source} is not valid YAML{where}: fix the syntax") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"--spec {path!r} is not UTF-8 text: save it as UTF-8") from None
+    raw = _strict_yaml(text, source)
     problems = validate(raw, check_capacity)
     if problems:
         raise ConfigError(f"{source}: {problems[0]}", problems=[f"{source}: {p}" for p in problems])
     return Spec(raw)
 
 
+def _strict_yaml(text: str, source: str) -> Any:
+    """YAML as a spec needs it: a key given twice is an error (not "the last wins"), and anchors and aliases
+    are refused (a spec has no use for them, and nested aliases expand to gigabytes).
+
+    :raises ConfigError: naming the line.
+    """
+    import yaml  # not on check-pool's live path without a spec
+
+    class Loader(yaml.SafeLoader):
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                raise yaml.constructor.ConstructorError(None, None, "aliases are not allowed in a tenants spec",
+                                                        self.peek_event().start_mark)  # type: ignore[no-untyped-call]  # fmt: skip
+            return super().compose_node(parent, index)
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            keys = [self.construct_object(k, deep=deep) for k, _ in node.value]
+            duplicates = sorted({str(k) for k in keys if keys.count(k) > 1})
+            if duplicates:
+                raise yaml.constructor.ConstructorError(None, None, f"key {duplicates[0]!r} is given twice",
+                                                        node.start_mark)  # fmt: skip
+            return super().construct_mapping(node, deep)
+
+    try:
+        return yaml.load(text, Loader=Loader)  # noqa: S506 (a SafeLoader, stricter)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None)
+        detail = f" ({problem})" if problem else ""
+        raise ConfigError(f"{source} is not valid YAML for a spec{where}{detail}: fix it") from None
+
+
+# Far above any real pool, far below what overflows PostgreSQL's integers.
+_MAX_COUNT = 100_000
+
+
 def _int(value: Any, minimum: int = 0) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+    return isinstance(value, int) and not isinstance(value, bool) and minimum <= value <= _MAX_COUNT
 
 
 def validate(raw: Any, check_capacity: bool = True) -> list[str]:
@@ -196,10 +230,7 @@ def _tenant_problems(index: int, tenant: Any, seen: dict[str, set[str]]) -> list
     problems = [f"{where}: unknown key {k!r} (known: {', '.join(sorted(_TENANT_KEYS))})"
                 for k in tenant if k not in _TENANT_KEYS]  # fmt: skip
     for key in ("name", "role", "database"):
-        if key != "name" and key not in tenant:
-            seen[key].add(name)  # defaults to the name, checked once as the name
-            continue
-        value = tenant[key]
+        value = tenant.get(key, name)  # role and database default to the name, and collide like it
         if not isinstance(value, str):
             problems.append(f"{where}: {key} must be a name, not {value!r}")
             continue
@@ -215,7 +246,7 @@ def _tenant_problems(index: int, tenant: Any, seen: dict[str, set[str]]) -> list
         problems.append(f"{where}: stack must be one of {', '.join(STACKS)} (the fuses), not {tenant.get('stack')!r}")
     pool = tenant.get("pool")
     if not isinstance(pool, dict) or not _int(pool.get("max"), 1) or set(pool) - _POOL_KEYS:
-        problems.append(f"{where}: pool must be {{max: N>=1, min: N>=0}}")
+        problems.append(f"{where}: pool must be {{max: N, min: N}}, whole numbers from 1 (min: 0) to {_MAX_COUNT}")
     elif not _int(pool.get("min", 0)) or pool.get("min", 0) > pool["max"]:
         problems.append(f"{where}: pool.min must be a whole number between 0 and pool.max ({pool['max']})")
     for key in ("replicas", "pool_multiplier"):
@@ -228,10 +259,17 @@ def _tenant_problems(index: int, tenant: Any, seen: dict[str, set[str]]) -> list
             problems.append(
                 f"{where}: connection_limit {limit!r} is below its pool budget {budget}: the app would get 53300"
             )
-    if "settings" in tenant and not isinstance(tenant["settings"], dict):
-        problems.append(f"{where}: settings must be a map of PARAM: VALUE")
-    if "extensions" in tenant and not (isinstance(tenant["extensions"], list)):
+    settings = tenant.get("settings", {})
+    if not isinstance(settings, dict) or not all(
+        isinstance(k, str) and isinstance(v, str | int | float) and not isinstance(v, bool) for k, v in settings.items()
+    ):
+        problems.append(f"{where}: settings must be a map of PARAM: VALUE (a string or a number)")
+    extensions = tenant.get("extensions", [])
+    if not isinstance(extensions, list) or not all(isinstance(e, str) for e in extensions):
         problems.append(f"{where}: extensions must be a list of names")
+    for key in ("encoding", "vault_path", "password_file", "password_env", "adopt_database_from"):
+        if key in tenant and not isinstance(tenant[key], str):
+            problems.append(f"{where}: {key} must be a string, not {tenant[key]!r}")
     if tenant.get("password_file") and tenant.get("password_env"):
         problems.append(f"{where}: password_file and password_env both given: keep one")
     return problems

@@ -35,6 +35,12 @@ from sharedpg_tools.names import check_name
 from sharedpg_tools.settings import Target
 
 LOCK_KEY = 7300000001  # one constant for every sharedpg provisioner
+# How sharedpg marks the roles it made tenants (COMMENT ON ROLE): a tenant's database is never adopted by
+# another tenant. Only a superuser or an admin with ADMIN OPTION on the role can change the mark.
+TENANT_MARK = "sharedpg tenant"
+# Settings whose value is a list (GUC_LIST_INPUT): set item by item, or "a, b" becomes one item.
+LIST_SETTINGS = frozenset({"search_path", "temp_tablespaces", "local_preload_libraries", "session_preload_libraries",
+                           "datestyle"})  # fmt: skip
 REDACTED = "<redacted>"
 Statement = sql.SQL | sql.Composed
 # "Succeeded but did nothing": the trap for a non-superuser admin (pg-semantics §2c).
@@ -54,6 +60,7 @@ class TenantSpec:
         settings: dict[str, str] | None = None,
         encoding: str = "UTF8",
         extensions: tuple[str, ...] = (),
+        adopt_database_from: str | None = None,
     ):
         self.name = name
         self.role = role or name
@@ -63,6 +70,7 @@ class TenantSpec:
         self.settings = dict(settings or {})
         self.encoding = encoding
         self.extensions = extensions
+        self.adopt_database_from = adopt_database_from
 
     def validate(self, admin: str | None = None) -> None:
         """:raises ConfigError: naming the field at fault."""
@@ -72,10 +80,10 @@ class TenantSpec:
         if self.connection_limit < -1:
             raise ConfigError(f"connection limit {self.connection_limit} is invalid: use -1 (none) or a number >= 0")
         for key in self.settings:
-            if not re.match(r"^[a-z_][a-z0-9_.]*$", key):
+            if not re.fullmatch(r"[a-z_][a-z0-9_.]*", key):
                 raise ConfigError(f"setting name {key!r} is invalid: use PARAM=VALUE, e.g. statement_timeout=15min")
         for extension in self.extensions:
-            if not re.match(r"^[a-z_][a-z0-9_-]*$", extension):
+            if not re.fullmatch(r"[a-z_][a-z0-9_-]*", extension):
                 raise ConfigError(f"extension name {extension!r} is invalid: use the name in pg_available_extensions")
 
 
@@ -258,6 +266,7 @@ class Ensurer:
             base = sql.SQL(create).format(role, _integer(spec.connection_limit))
             self.s.ddl(f"created role {spec.role}", base + password, base + shown)
             self.outcome.created = True
+            self._mark(role)
             if not verifier:
                 self.outcome.warnings.append(f"role {spec.role} has no password: it cannot log in with a password yet")
             return
@@ -280,6 +289,13 @@ class Ensurer:
                 f"role {spec.role} exists but was not created by {self.admin} and {self.admin} holds no ADMIN option "
                 f"on it (PostgreSQL 16+): a superuser must run GRANT {spec.role} TO {self.admin} WITH ADMIN OPTION"
             )
+        self._refuse_memberships()
+        if self.s.value("SELECT rolvaliduntil < now() FROM pg_roles WHERE rolname = %s", spec.role):
+            self.s.ddl(f"role {spec.role}: its password had expired (VALID UNTIL); now it does not",
+                       sql.SQL("ALTER ROLE {} VALID UNTIL 'infinity'").format(role))  # fmt: skip
+        if self.s.value("SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = %s", spec.role) \
+                != TENANT_MARK:  # fmt: skip
+            self._mark(role)
         drift = [f for f, bad in (("LOGIN", not login), ("NOCREATEDB", createdb), ("NOCREATEROLE", createrole)) if bad]
         if connlimit != spec.connection_limit:
             drift.append(f"CONNECTION LIMIT {spec.connection_limit} (was {connlimit})")
@@ -292,6 +308,33 @@ class Ensurer:
                 f"set the password of role {spec.role}",
                 sql.SQL("ALTER ROLE {} PASSWORD {}").format(role, sql.Literal(verifier)),
                 sql.SQL("ALTER ROLE {} PASSWORD {}").format(role, sql.Literal(REDACTED)),
+            )
+
+    def _mark(self, role: sql.Identifier) -> None:
+        self.s.ddl(f"marked role {self.spec.role} as a sharedpg tenant",
+                   sql.SQL("COMMENT ON ROLE {} IS {}").format(role, sql.Literal(TENANT_MARK)))  # fmt: skip
+
+    def _refuse_memberships(self) -> None:
+        """A tenant is a member of no role (not a predefined one reaching files, programs, all data or other
+        sessions, not another tenant), and no role but an admin is a member of it (it would reach the data).
+
+        :raises PermanentError: naming each membership and the REVOKE that ends it.
+        """
+        role = self.spec.role
+        of = [str(r) for (r,) in self.s.conn.execute(
+            "SELECT pg_get_userbyid(m.roleid) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member "
+            "WHERE r.rolname = %s ORDER BY 1", [role]).fetchall()]  # fmt: skip
+        members = [str(r) for (r,) in self.s.conn.execute(
+            "SELECT u.rolname FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid "
+            "JOIN pg_roles u ON u.oid = m.member WHERE r.rolname = %s AND NOT (u.rolsuper OR u.rolcreaterole) "
+            "ORDER BY 1", [role]).fetchall()]  # fmt: skip
+        problems = [f"it is a member of {r} (REVOKE {r} FROM {role})" for r in of]
+        problems += [f"{m} is a member of it (REVOKE {role} FROM {m})" for m in members]
+        if problems:
+            raise PermanentError(
+                f"role {role} already exists with memberships a tenant must not have: {'; '.join(problems)}",
+                "sharedpg neither keeps nor silently removes them: a superuser must run the REVOKEs, or choose "
+                "another --role",
             )
 
     def _verifier(self) -> str | None:
@@ -355,6 +398,7 @@ class Ensurer:
                 "changed in place and sharedpg never recreates a database: dump, recreate and restore it"
             )
         if owner != spec.role:
+            self._refuse_takeover(owner)
             self._adopted = True  # someone else's database: its public schema is checked too
             self.s.ddl(
                 f"changed the owner of database {spec.database} from {owner} to {spec.role}",
@@ -362,10 +406,28 @@ class Ensurer:
             )
         return True
 
+    def _refuse_takeover(self, owner: str) -> None:
+        """:raises PermanentError: unless the database is explicitly adopted from its owner, a non-tenant."""
+        spec = self.spec
+        if spec.adopt_database_from != owner:
+            raise PermanentError(
+                f"database {spec.database} is owned by {owner}, not {spec.role}: sharedpg never takes a database "
+                "over (it may be another app's)",
+                f"if it is {owner}'s to give to {spec.role}, adopt it explicitly: --adopt-database-from {owner} "
+                "(spec: adopt_database_from)",
+            )
+        mark = self.s.value("SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = %s", owner)
+        if mark == TENANT_MARK:
+            raise PermanentError(
+                f"database {spec.database} belongs to {owner}, another sharedpg tenant: never adopted",
+                f"give {spec.role} a database of its own (--database), or retire {owner} first",
+            )
+
     # 4. isolation --------------------------------------------------------------------------
     def _revoke_public(self, db_exists: bool) -> None:
         spec = self.spec
         if db_exists:
+            self._revoke_grantees()
             open_to = self.s.one(
                 "SELECT has_database_privilege('public', %s, 'CONNECT'), "
                 "has_database_privilege('public', %s, 'TEMPORARY')",
@@ -380,6 +442,25 @@ class Ensurer:
             as_role=spec.role,
         )
 
+    def _revoke_grantees(self) -> None:
+        """Roles other than the owner granted CONNECT or TEMPORARY on the database lose them (as the owner,
+        so a grant it cannot revoke fails loudly instead of being kept while reporting ``unchanged``)."""
+        database = self.spec.database
+        grantees = self.s.conn.execute(
+            "SELECT DISTINCT pg_get_userbyid(a.grantee) FROM pg_database d, aclexplode(d.datacl) a "
+            "WHERE d.datname = %s AND a.grantee NOT IN (0, d.datdba) AND a.privilege_type IN ('CONNECT', 'TEMPORARY') "
+            "ORDER BY 1",
+            [database],
+        ).fetchall()
+        for (grantee,) in grantees:
+            self.s.ddl(
+                f"revoked CONNECT, TEMPORARY on database {database} from {grantee}",
+                sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM {}").format(
+                    sql.Identifier(database), sql.Identifier(str(grantee))
+                ),
+                as_role=self.spec.role,
+            )
+
     # 5. settings ---------------------------------------------------------------------------
     def _settings(self) -> None:
         if not self.spec.settings:
@@ -388,13 +469,14 @@ class Ensurer:
             self.s.value("SELECT coalesce(rolconfig, '{}') FROM pg_roles WHERE rolname = %s", self.spec.role) or []
         )
         for key, value in self.spec.settings.items():
-            if f"{key}={value}" in current:
+            items = [item.strip() for item in value.split(",")] if key.lower() in LIST_SETTINGS else [value]
+            if f"{key}={', '.join(items)}" in current:
                 continue
             self._check_setting(key)
             self.s.ddl(
-                f"set {key}={value} for role {self.spec.role}",
+                f"set {key}={', '.join(items)} for role {self.spec.role}",
                 sql.SQL("ALTER ROLE {} SET {} = {}").format(
-                    sql.Identifier(self.spec.role), sql.Identifier(key), sql.Literal(value)
+                    sql.Identifier(self.spec.role), sql.Identifier(key), sql.SQL(", ").join(map(sql.Literal, items))
                 ),
             )
 

@@ -47,6 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser, environ: Any) -> None:
     )
     opts.add("--encoding", default="UTF8", help="encoding of a new database (SonarQube needs UTF8)")
     opts.add("--extension", action="append", metavar="NAME", help="create this extension in the database (repeatable)")
+    opts.add("--adopt-database-from", metavar="OWNER",
+             help="take over the existing database from this owner (never from another sharedpg tenant)")  # fmt: skip
     opts.add("--dry-run", action="store_true", default=False, help="print the SQL that would run; change nothing")
     opts.add("--maintenance-db", default="postgres", help="where the admin connects and takes the provisioning lock")
     opts.add("--lock-timeout", type=seconds, default=60.0, metavar="SECONDS", help="wait this long for other runs")
@@ -81,6 +83,7 @@ def spec_from_args(args: argparse.Namespace, ctx: Context) -> TenantSpec:
         settings,
         args.encoding,
         tuple(args.extension or ()),
+        args.adopt_database_from,
     )
     spec.validate()
     return spec

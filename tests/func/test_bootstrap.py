@@ -173,7 +173,7 @@ def test_unreadable_or_broken_spec_is_exit_2(cli: Cli, tmp_path: Path) -> None:
     assert cli("bootstrap", "--plan", "--spec", str(tmp_path / "missing.yaml")).code == 2
     (tmp_path / "broken.yaml").write_text("tenants: [\n")
     broken = cli("bootstrap", "--plan", "--spec", str(tmp_path / "broken.yaml"))
-    assert broken.code == 2 and "not valid YAML at line" in broken.stderr
+    assert broken.code == 2 and "not valid YAML for a spec at line" in broken.stderr
 
 
 # -- against real servers -------------------------------------------------------------------------------
@@ -218,3 +218,44 @@ def test_server_killed_mid_run_then_rerun_converges(cli: Cli, own_server: Server
     assert result.code == 0, result
     for name in platform.names:
         platform.login(name)
+
+
+SPEC_ATTACKS = {
+    "duplicate key": ("tenants:\n  - name: a\n    stack: cicd\n    pool: {max: 1}\n    pool: {max: 50}\n",
+                      "key 'pool' is given twice"),
+    "alias bomb": ("a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+                   "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\ntenants: [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n",
+                   "aliases are not allowed"),
+    "wrong encoding type": ("tenants:\n  - {name: a, stack: cicd, pool: {max: 1}, encoding: 6}\n",
+                            "encoding must be a string"),
+    "absurd pool": ("tenants:\n  - {name: a, stack: cicd, pool: {max: 100000000000000000000}}\n", "pool must be"),
+    "setting as a map": ("tenants:\n  - {name: a, stack: cicd, pool: {max: 1},\n"
+                         "     settings: {statement_timeout: {a: 1}}}\n", "settings must be a map of PARAM: VALUE"),
+    "extension as a number": ("tenants:\n  - {name: a, stack: cicd, pool: {max: 1}, extensions: [1]}\n",
+                              "extensions must be a list of names"),
+    "name with a newline": ('tenants:\n  - {name: "evil\\n", stack: cicd, pool: {max: 1}}\n', "is invalid"),
+    "role shared, default first": ("tenants:\n  - {name: a, stack: cicd, pool: {max: 1}}\n"
+                                   "  - {name: b, role: a, stack: cicd, pool: {max: 1}}\n", "role 'a' is used"),
+    "role shared, default last": ("tenants:\n  - {name: b, role: a, stack: cicd, pool: {max: 1}}\n"
+                                  "  - {name: a, stack: cicd, pool: {max: 1}}\n", "role 'a' is used"),
+    "database shared": ("tenants:\n  - {name: a, database: d, stack: cicd, pool: {max: 1}}\n"
+                        "  - {name: b, database: d, stack: cicd, pool: {max: 1}}\n", "database 'd' is used"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("attack", sorted(SPEC_ATTACKS))
+def test_a_broken_or_hostile_spec_is_exit_2_before_connecting(cli: Cli, tmp_path: Path, attack: str) -> None:
+    text, needle = SPEC_ATTACKS[attack]
+    (tmp_path / "spec.yaml").write_text(text)
+    started = time.monotonic()
+    result = cli("bootstrap", "--spec", str(tmp_path / "spec.yaml"), "--no-vault", "--password-dir", str(tmp_path),
+                 "--dsn", "host=127.0.0.1 port=1", "--timeout", "30")  # fmt: skip
+    assert result.code == 2, result
+    assert needle in result.stderr, result.stderr
+    assert time.monotonic() - started < 10, "it waited for the server: the spec was not checked first"
+
+
+def test_a_spec_that_is_not_utf8_is_exit_2(cli: Cli, tmp_path: Path) -> None:
+    (tmp_path / "spec.yaml").write_bytes(b"tenants:\n  - name: \xff\xfe\n")
+    result = cli("bootstrap", "--plan", "--spec", str(tmp_path / "spec.yaml"))
+    assert result.code == 2 and "is not UTF-8" in result.stderr, result

@@ -129,7 +129,7 @@ def test_drift_is_repaired_in_one_run_field_by_field(tenants: Tenants, pg: Serve
     pg.admin_sql(sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO PUBLIC").format(database))
     pg.admin_sql(sql.SQL("ALTER ROLE {} CONNECTION LIMIT 99 CREATEDB PASSWORD 'changed-by-hand'").format(role))
     pg.admin_sql(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(database, other_owner))
-    report = ok(tenants.ensure(name, "--connection-limit", "10"))
+    report = ok(tenants.ensure(name, "--connection-limit", "10", "--adopt-database-from", tenants.admin))
     changes = "\n".join(report["changes"])
     assert report["action"] == "updated"
     assert "NOCREATEDB" in changes and "CONNECTION LIMIT 10 (was 99)" in changes
@@ -268,7 +268,7 @@ def test_pre_15_public_schema_is_locked_down_or_reported(tenants: Tenants, pg: S
         pg.admin_sql(
             sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(name), sql.Identifier(tenants.admin))
         )
-    report = ok(tenants.ensure(name))
+    report = ok(tenants.ensure(name, "--adopt-database-from", tenants.admin))
     if tenants.admin == "postgres":
         assert any("revoked CREATE on schema public" in c for c in report["changes"])
         with tenants.connect(name) as conn:
@@ -377,3 +377,111 @@ def test_a_tenant_without_a_password_says_so_on_stdout_too(cli: Cli, pg: Server,
         assert f"WARNING: role {unique_name} has no password" in result.stdout
     finally:
         pg.drop_tenants([unique_name])
+
+
+# -- attacked: roles and databases that would break isolation (issue 13) -----------------------------------------
+
+
+def _precreate(tenants: Tenants, name: str) -> None:
+    """The role exists before sharedpg runs, made by the admin under test (so a CREATEROLE admin holds ADMIN on it)."""
+    with psycopg.connect(tenants.pg.conninfo(tenants.admin), password=tenants.pg.password_of(tenants.admin),
+                         autocommit=True) as conn:  # fmt: skip
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(name)))
+    tenants.password_file(name)
+
+
+def _nothing_made(pg: Server, name: str) -> bool:
+    return pg.admin_sql("SELECT count(*) FROM pg_database WHERE datname = %s", name) == [(0,)]
+
+
+@pytest.mark.parametrize("predefined", ["pg_execute_server_program", "pg_read_server_files", "pg_read_all_data"])
+def test_a_role_holding_a_dangerous_predefined_role_is_refused(tenants: Tenants, pg: Server, predefined: str) -> None:
+    name = tenants.name("grafana")
+    _precreate(tenants, name)
+    pg.admin_sql(sql.SQL("GRANT {} TO {}").format(sql.Identifier(predefined), sql.Identifier(name)))
+    result = tenants.ensure(name)
+    assert result.code == 3, result
+    assert f"it is a member of {predefined} (REVOKE {predefined} FROM {name})" in result.stderr
+    assert _nothing_made(pg, name)
+    again = tenants.ensure(name)
+    assert again.code == 3, "a second run must not call it unchanged"
+
+
+def test_a_role_that_others_inherit_from_or_that_holds_another_tenant_is_refused(tenants: Tenants, pg: Server) -> None:
+    victim, thief, spy = tenants.name("dex"), tenants.name("grafana"), tenants.name("spy")
+    ok(tenants.ensure(victim))
+    _precreate(tenants, thief)
+    pg.admin_sql(sql.SQL("GRANT {} TO {}").format(sql.Identifier(victim), sql.Identifier(thief)))
+    pg.admin_sql(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(spy)))
+    tenants.passwords[spy] = ""  # dropped with the others
+    pg.admin_sql(sql.SQL("GRANT {} TO {}").format(sql.Identifier(thief), sql.Identifier(spy)))
+    result = tenants.ensure(thief)
+    assert result.code == 3, result
+    assert f"it is a member of {victim} (REVOKE {victim} FROM {thief})" in result.stderr
+    assert f"{spy} is a member of it (REVOKE {thief} FROM {spy})" in result.stderr
+    assert _nothing_made(pg, thief)
+
+
+def test_an_expired_password_is_repaired_not_called_unchanged(tenants: Tenants, pg: Server) -> None:
+    name = tenants.name("sonarqube")
+    ok(tenants.ensure(name))
+    pg.admin_sql(sql.SQL("ALTER ROLE {} VALID UNTIL '2001-01-01'").format(sql.Identifier(name)))
+    report = ok(tenants.ensure(name))
+    assert report["action"] == "updated" and any("had expired" in c for c in report["changes"]), report
+    with tenants.connect(name):
+        pass
+
+
+def test_another_tenants_database_is_never_taken_over(tenants: Tenants, pg: Server) -> None:
+    victim, thief = tenants.name("backstage"), tenants.name("thief")
+    ok(tenants.ensure(victim))
+    tenants.password_file(thief)
+    for extra in ((), ("--adopt-database-from", victim)):
+        result = tenants.ensure(thief, "--database", victim, *extra)
+        assert result.code == 3, result
+        assert ("another sharedpg tenant" if extra else f"--adopt-database-from {victim}") in result.stderr
+    assert pg.admin_sql("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", victim) == [(victim,)]
+    with tenants.connect(victim):
+        pass
+
+
+def test_extra_connect_grants_on_the_tenants_database_are_revoked(tenants: Tenants, pg: Server) -> None:
+    name, other = tenants.name("policyreporter"), tenants.name("other")
+    ok(tenants.ensure(name))
+    pg.admin_sql(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(other)))
+    tenants.passwords[other] = ""
+    pg.admin_sql(sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(sql.Identifier(name),
+                                                                                  sql.Identifier(other)))  # fmt: skip
+    report = ok(tenants.ensure(name))
+    assert f"revoked CONNECT, TEMPORARY on database {name} from {other}" in report["changes"], report
+    assert pg.admin_sql("SELECT has_database_privilege(%s, %s, 'CONNECT')", other, name) == [(False,)]
+    assert ok(tenants.ensure(name))["action"] == "unchanged"
+
+
+def test_a_tenant_cannot_reach_the_servers_files_or_programs(tenants: Tenants) -> None:
+    name = tenants.name("argo_workflows")
+    ok(tenants.ensure(name))
+    with tenants.connect(name) as conn:
+        for attack in ("COPY (SELECT 1) TO PROGRAM 'id'", "SELECT pg_read_file('/etc/passwd')",
+                       "SELECT pg_ls_dir('.')", "COPY (SELECT 1) TO '/tmp/sharedpg-attack'"):  # fmt: skip
+            with pytest.raises(errors.InsufficientPrivilege):
+                conn.execute(attack)
+
+
+def test_a_list_setting_is_set_item_by_item(tenants: Tenants, pg: Server) -> None:
+    name = tenants.name("backstage")
+    report = ok(tenants.ensure(name, "--set", "search_path=app, public"))
+    config = pg.admin_sql("SELECT rolconfig FROM pg_roles WHERE rolname = %s", name)[0][0]
+    assert "search_path=app, public" in config, config
+    with tenants.connect(name) as conn:
+        assert conn.execute("SELECT current_schemas(false) IS NOT NULL, current_setting('search_path')").fetchone() \
+            == (True, "app, public")  # fmt: skip
+    assert report["action"] == "created"
+    assert ok(tenants.ensure(name, "--set", "search_path=app, public"))["action"] == "unchanged"
+
+
+@pytest.mark.parametrize("name", ["evil\n", "evil\nx", "Evil"])
+def test_a_name_that_would_slip_through_a_dollar_anchor_is_refused(cli: Cli, pg: Server, name: str) -> None:
+    result = cli("ensure-tenant", name, "--dsn", pg.conninfo(), env={"PGPASSWORD": pg.password})
+    assert result.code == 2, result
+    assert pg.admin_sql("SELECT count(*) FROM pg_roles WHERE rolname = %s", name) == [(0,)]
