@@ -125,7 +125,10 @@ def run(spec: Spec, fuses: Mapping[str, bool], target: Target, credentials: Cred
             secrets[report.tenant.name], report.source = credentials.password_for(report.tenant)
         except SharedpgError as exc:
             report.fail(exc)
-    with db.connect(target.params(dbname=maintenance_db)) as conn, provisioning_lock(conn, lock_timeout, dry_run):
+    with (
+        db.connect(target.params(dbname=maintenance_db)) as conn,
+        provisioning_lock(conn, target, lock_timeout, dry_run),
+    ):
         for report in reports:
             if report.error is None:
                 _ensure_one(conn, report, secrets[report.tenant.name], dry_run, target)

@@ -8,7 +8,7 @@ from sharedpg_tools.errors import ConfigError
 
 NAME_PATTERN = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 RESERVED = frozenset({"postgres", "template0", "template1", "public", "none", "current_user", "current_role",
-                      "session_user", "user", "all"})  # fmt: skip
+                      "session_user", "user", "all", "sharedpg_lock"})  # fmt: skip
 
 
 def check_name(kind: str, name: str, admin: str | None = None) -> None:

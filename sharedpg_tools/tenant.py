@@ -3,9 +3,9 @@
 The statement sequence is the one verified in ``shared/notes/pg-semantics.md`` §8 on PostgreSQL 15,
 16 and 18, with a superuser admin and with a CREATEROLE CREATEDB admin (RDS, Cloud SQL, Azure):
 
-0. one session-level advisory lock, always in the maintenance database (advisory locks are per
-   database), so concurrent runs serialise instead of failing with 23505 / "tuple concurrently
-   updated";
+0. one session-level advisory lock in a database of its own that PUBLIC cannot connect to
+   (``sharedpg_lock``), so concurrent runs serialise instead of failing with 23505 / "tuple concurrently
+   updated", whatever their maintenance database, and no tenant can hold or fake the lock;
 1. the role: created, or compared field by field and repaired; pre-existing SUPERUSER/REPLICATION/
    BYPASSRLS roles and (16+) roles the admin holds no ADMIN option on are refused;
 2. a non-superuser admin's membership in the role (``WITH INHERIT TRUE, SET TRUE`` on 16+);
@@ -35,6 +35,7 @@ from sharedpg_tools.names import check_name
 from sharedpg_tools.settings import Target
 
 LOCK_KEY = 7300000001  # one constant for every sharedpg provisioner
+LOCK_DATABASE = "sharedpg_lock"  # where that lock is taken: no tenant can connect there
 # How sharedpg marks the roles it made tenants (COMMENT ON ROLE): a tenant's database is never adopted by
 # another tenant. Only a superuser or an admin with ADMIN OPTION on the role can change the mark.
 TENANT_MARK = "sharedpg tenant"
@@ -165,29 +166,47 @@ def _integer(value: int) -> Statement:
 
 
 @contextmanager
-def provisioning_lock(conn: psycopg.Connection[Any], timeout_s: float, dry_run: bool = False) -> Iterator[None]:
-    """Hold the provisioners' advisory lock (session level: CREATE DATABASE cannot be in a transaction).
-    A dry run changes nothing, so it takes no lock and waits for nobody.
+def provisioning_lock(conn: psycopg.Connection[Any], target: Target, timeout_s: float,
+                      dry_run: bool = False) -> Iterator[None]:  # fmt: skip
+    """Hold the provisioners' lock while ``conn`` (the admin's maintenance connection) provisions.
 
-    :raises SharedpgError: when another run holds it longer than ``timeout_s``.
+    An advisory lock, session level (CREATE DATABASE cannot be in a transaction), taken in database
+    ``LOCK_DATABASE`` whatever the maintenance database: one lock for every run on the server, which no
+    tenant can take or fake, because PUBLIC cannot connect there. A dry run changes nothing, so it takes
+    no lock and waits for nobody.
     """
     if dry_run:
         yield
         return
-    conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(f"{int(timeout_s * 1000)}ms")))
-    try:
-        conn.execute("SELECT pg_advisory_lock(%s)", [LOCK_KEY])
-    except psycopg.errors.LockNotAvailable:
-        raise SharedpgError(
-            f"another sharedpg run held the provisioning lock for {timeout_s:g} s",
-            "wait for it to finish (a crashed run releases the lock when its connection closes)",
-        ) from None
-    conn.execute("RESET lock_timeout")
-    try:
-        yield
-    finally:
-        if not conn.closed and not conn.broken:  # a lost connection has released it already
-            conn.execute("SELECT pg_advisory_unlock(%s)", [LOCK_KEY])
+    _ensure_lock_database(conn)
+    with db.connect(target.params(dbname=LOCK_DATABASE)) as lock:
+        lock.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(f"{int(timeout_s * 1000)}ms")))
+        try:
+            lock.execute("SELECT pg_advisory_lock(%s)", [LOCK_KEY])
+        except psycopg.errors.LockNotAvailable:
+            raise SharedpgError(
+                f"another sharedpg run held the provisioning lock for {timeout_s:g} s",
+                "wait for it to finish (a crashed run releases the lock when its connection closes)",
+            ) from None
+        yield  # the lock ends with this connection
+
+
+def _ensure_lock_database(conn: psycopg.Connection[Any]) -> None:
+    """The lock's database: made once (two first runs may race: the loser finds it made), closed to PUBLIC,
+    and (when a superuser makes it) open to the roles that may provision: CREATEROLE ones, never a tenant."""
+    name = sql.Identifier(LOCK_DATABASE)
+    if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [LOCK_DATABASE]).fetchone() is None:
+        try:
+            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(name))
+            conn.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(name))
+        except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
+            pass
+    if conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone() == (True,):
+        for (admin,) in conn.execute(
+            "SELECT rolname FROM pg_roles WHERE rolcreaterole AND NOT rolsuper "
+            "AND NOT has_database_privilege(oid, %s, 'CONNECT')", [LOCK_DATABASE]
+        ).fetchall():  # fmt: skip
+            conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(name, sql.Identifier(admin)))
 
 
 def login_works(target: Target, role: str, password: str, dbname: str) -> bool:

@@ -96,7 +96,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
 
     with (
         db.connect(target.params(dbname=args.maintenance_db)) as conn,
-        provisioning_lock(conn, args.lock_timeout, args.dry_run),
+        provisioning_lock(conn, target, args.lock_timeout, args.dry_run),
     ):
         try:
             outcome = Ensurer(conn, spec, args.dry_run, target).ensure()

@@ -485,3 +485,28 @@ def test_a_name_that_would_slip_through_a_dollar_anchor_is_refused(cli: Cli, pg:
     result = cli("ensure-tenant", name, "--dsn", pg.conninfo(), env={"PGPASSWORD": pg.password})
     assert result.code == 2, result
     assert pg.admin_sql("SELECT count(*) FROM pg_roles WHERE rolname = %s", name) == [(0,)]
+
+
+def test_a_tenant_can_neither_hold_nor_reach_the_provisioning_lock(tenants: Tenants, pg: Server) -> None:
+    from sharedpg_tools.tenant import LOCK_DATABASE, LOCK_KEY
+
+    squatter, newcomer = tenants.name("grafana"), tenants.name("dex")
+    ok(tenants.ensure(squatter))
+    with psycopg.connect(pg.conninfo(squatter, "postgres"), password=tenants.passwords[squatter],
+                         autocommit=True) as conn:  # fmt: skip
+        conn.execute("SELECT pg_advisory_lock(%s)", [LOCK_KEY])  # where the lock used to be
+        assert ok(tenants.ensure(newcomer, "--lock-timeout", "3"))["action"] == "created"
+    with pytest.raises(psycopg.OperationalError, match="permission denied"):
+        psycopg.connect(pg.conninfo(squatter, LOCK_DATABASE), password=tenants.passwords[squatter]).close()
+
+
+def test_runs_with_different_maintenance_databases_share_one_lock(tenants: Tenants) -> None:
+    name = tenants.name("sonarqube")
+    pw = tenants.password_file(name)
+    env = {"PGPASSWORD": tenants.pg.password_of(tenants.admin)}
+    args = ["ensure-tenant", name, "--dsn", tenants.pg.conninfo(tenants.admin), "--tenant-password-file", pw]
+    runs = [tenants.cli.start(*args, "--maintenance-db", maintenance, "--output", "json", env=env)
+            for maintenance in ("postgres", "template1", "postgres", "template1")]  # fmt: skip
+    results = [run.finish(timeout=120) for run in runs]
+    assert [r.code for r in results] == [0] * 4, [r.stderr for r in results if r.code]
+    assert sorted(r.result()["action"] for r in results) == ["created", "unchanged", "unchanged", "unchanged"]
