@@ -141,12 +141,16 @@ def run(spec: Spec, fuses: Mapping[str, bool], target: Target, credentials: Cred
 
 def _ensure_one(conn: psycopg.Connection[Any], report: TenantReport, password: str, dry_run: bool,
                 target: Target) -> None:  # fmt: skip
+    ensurer = None
     try:
-        report.outcome = Ensurer(conn, report.tenant.tenant_spec(password), dry_run, target).ensure()
+        ensurer = Ensurer(conn, report.tenant.tenant_spec(password), dry_run, target)
+        report.outcome = ensurer.ensure()
     except psycopg.Error as exc:
         report.fail(db.explain(exc))
     except SharedpgError as exc:
         report.fail(exc)
+    if report.error and ensurer is not None:
+        report.outcome = ensurer.outcome  # the changes made before the failure are reported with it
 
 
 def _verify_logins(reports: list[TenantReport], secrets: dict[str, str], target: Target) -> None:

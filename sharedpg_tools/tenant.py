@@ -247,7 +247,8 @@ class Ensurer:
         spec.validate(self.admin)
 
     def ensure(self) -> Outcome:
-        self._check_extensions()
+        """:raises SharedpgError: ``self.outcome`` then holds the changes made before the failure."""
+        self._preflight()
         self._role()
         self._membership()
         db_exists = self._database()
@@ -261,6 +262,29 @@ class Ensurer:
                 self._public_schema(tdb)
         self._verify()
         return self.outcome
+
+    def _preflight(self) -> None:
+        """Everything that can be checked before the first DDL, so a refusal leaves nothing half-made:
+        extensions, the encoding, an existing database's encoding and owner, each setting and its value."""
+        self._check_extensions()
+        if self.s.value("SELECT pg_char_to_encoding(%s)", self.spec.encoding) == -1:
+            raise ConfigError(f"--encoding {self.spec.encoding!r} is not an encoding PostgreSQL knows: use e.g. UTF8")
+        row = self._database_row()
+        if row is not None:
+            self._check_existing_database(*row)
+        for key, value in self.spec.settings.items():
+            self._check_setting(key)
+            self._check_value(key, value)
+
+    def _check_value(self, key: str, value: str) -> None:
+        """The server parses the value, in a transaction rolled back at once (nothing is set)."""
+        try:
+            with self.s.conn.transaction(force_rollback=True):
+                self.s.conn.execute("SELECT set_config(%s, %s, true)", [key, value])
+        except psycopg.errors.InvalidParameterValue as exc:
+            raise ConfigError(f"--set {key}={value}: {exc.diag.message_primary}: fix the value") from None
+        except psycopg.errors.InsufficientPrivilege:
+            pass  # a value only its grantee may set: checked by _check_setting's privilege rule
 
     def _tenant_database_to_check(self) -> bool:
         """Steps 6 and 7 need a connection to the tenant's database; skip it when they cannot change
@@ -410,7 +434,17 @@ class Ensurer:
             )
             self.outcome.created = True
             return False
-        owner, encoding = row
+        owner, _ = row
+        if owner != spec.role:
+            self._adopted = True  # someone else's database: its public schema is checked too
+            self.s.ddl(
+                f"changed the owner of database {spec.database} from {owner} to {spec.role}",
+                sql.SQL("ALTER DATABASE {} OWNER TO {}").format(db, role),
+            )
+        return True
+
+    def _check_existing_database(self, owner: str, encoding: str) -> None:
+        spec = self.spec
         if encoding.replace("-", "").upper() != spec.encoding.replace("-", "").upper():
             raise PermanentError(
                 f"database {spec.database} exists with encoding {encoding}, not {spec.encoding}; an encoding cannot be "
@@ -418,12 +452,6 @@ class Ensurer:
             )
         if owner != spec.role:
             self._refuse_takeover(owner)
-            self._adopted = True  # someone else's database: its public schema is checked too
-            self.s.ddl(
-                f"changed the owner of database {spec.database} from {owner} to {spec.role}",
-                sql.SQL("ALTER DATABASE {} OWNER TO {}").format(db, role),
-            )
-        return True
 
     def _refuse_takeover(self, owner: str) -> None:
         """:raises PermanentError: unless the database is explicitly adopted from its owner, a non-tenant."""
@@ -521,12 +549,21 @@ class Ensurer:
 
     # 6, 7. inside the tenant's database ----------------------------------------------------
     def _check_extensions(self) -> None:
-        """Before changing anything: every extension asked for must be available on the server."""
+        """Before changing anything: every extension asked for is available, and trusted unless the admin is
+        a superuser (a CREATEROLE admin creates it as the database's owner)."""
         for extension in self.spec.extensions:
-            if not self.s.value("SELECT count(*) FROM pg_available_extensions WHERE name = %s", extension):
+            trusted = self.s.one(
+                "SELECT bool_or(trusted) FROM pg_available_extension_versions WHERE name = %s", extension
+            )
+            if trusted is None or trusted[0] is None:
                 raise PermanentError(
                     f"--extension {extension}: PostgreSQL {self.outcome.server_version} has no extension "
                     f"{extension!r} available: install it on the server or drop --extension"
+                )
+            if not trusted[0] and not self.superuser:
+                raise PermanentError(
+                    f"--extension {extension}: not a trusted extension, so only a superuser may create it",
+                    f"a superuser must run CREATE EXTENSION {extension} in database {self.spec.database}",
                 )
 
     def _extensions(self, tdb: psycopg.Connection[Any] | None) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 
 from sharedpg_tools import db, logs
-from sharedpg_tools.errors import ConfigError
+from sharedpg_tools.errors import ConfigError, SharedpgError
 from sharedpg_tools.exitcodes import ExitCode
 from sharedpg_tools.settings import Context, EnvDefaults, read_password_file, seconds, target_from_args
 from sharedpg_tools.tenant import Ensurer, Outcome, TenantSpec, provisioning_lock
@@ -98,10 +98,15 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         db.connect(target.params(dbname=args.maintenance_db)) as conn,
         provisioning_lock(conn, target, args.lock_timeout, args.dry_run),
     ):
+        ensurer = Ensurer(conn, spec, args.dry_run, target)
         try:
-            outcome = Ensurer(conn, spec, args.dry_run, target).ensure()
-        except psycopg.Error as exc:
-            raise db.explain(exc) from None
+            try:
+                outcome = ensurer.ensure()
+            except psycopg.Error as exc:
+                raise db.explain(exc) from None
+        except SharedpgError:
+            _report_partial(args, ensurer.outcome, log)
+            raise
     for change in outcome.changes:
         if not args.dry_run:
             log.info(change)
@@ -111,6 +116,21 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
              changes=len(outcome.changes), server_version=outcome.server_version)  # fmt: skip
     _report(args, outcome)
     return ExitCode.OK
+
+
+def _report_partial(args: argparse.Namespace, outcome: Outcome, log: Any) -> None:
+    """A failure after some DDL: every change already made is said, on stderr and stdout."""
+    if not outcome.changes:
+        return
+    for change in outcome.changes:
+        log.warning("made before the failure", change=change)
+    if args.output == "json":
+        lines = [json.dumps({**outcome.as_dict(), "action": "failed"}, ensure_ascii=False)]
+    else:
+        lines = [f"made before the failure: {change}" for change in outcome.changes]
+        lines.append(f"{outcome.spec.name}: failed after {len(outcome.changes)} change(s); a re-run finishes it")
+    sys.stdout.write("".join(logs.redact(line) + "\n" for line in lines))
+    sys.stdout.flush()
 
 
 def _report(args: argparse.Namespace, outcome: Outcome) -> None:

@@ -510,3 +510,45 @@ def test_runs_with_different_maintenance_databases_share_one_lock(tenants: Tenan
     results = [run.finish(timeout=120) for run in runs]
     assert [r.code for r in results] == [0] * 4, [r.stderr for r in results if r.code]
     assert sorted(r.result()["action"] for r in results) == ["created", "unchanged", "unchanged", "unchanged"]
+
+
+def _untouched(pg: Server, name: str) -> bool:
+    return pg.admin_sql("SELECT (SELECT count(*) FROM pg_roles WHERE rolname = %s) + "
+                        "(SELECT count(*) FROM pg_database WHERE datname = %s)", name, name) == [(0,)]  # fmt: skip
+
+
+@pytest.mark.parametrize(("extra", "needle"), [
+    (("--set", "statement_timeout=banana"), "statement_timeout=banana"),
+    (("--set", "shared_buffers=1GB"), "cannot be set per role"),
+    (("--set", "transaction_timeout=5s"), "no parameter 'transaction_timeout'"),
+    (("--encoding", "BOGUS"), "'BOGUS' is not an encoding"),
+    (("--set", "search_path=app, public", "--set", "work_mem=lots"), "work_mem=lots"),
+])  # fmt: skip
+def test_bad_input_found_by_the_server_is_refused_before_any_ddl(
+    tenants: Tenants, pg: Server, extra: tuple[str, ...], needle: str
+) -> None:
+    if "transaction_timeout=5s" in extra and pg.major >= 17:
+        pytest.skip("transaction_timeout exists from PostgreSQL 17")
+    name = tenants.name("grafana")
+    result = tenants.ensure(name, *extra)
+    assert result.code == 2, result
+    assert needle in result.stderr
+    assert _untouched(pg, name), "a refused run left a role or database behind"
+
+
+def test_a_refused_rerun_changes_nothing_of_an_existing_tenant(tenants: Tenants, pg: Server) -> None:
+    name = tenants.name("dex")
+    ok(tenants.ensure(name, "--connection-limit", "7"))
+    result = tenants.ensure(name, "--connection-limit", "20", "--set", "statement_timeout=banana")
+    assert result.code == 2, result
+    assert pg.admin_sql("SELECT rolconnlimit FROM pg_roles WHERE rolname = %s", name) == [(7,)]
+
+
+def test_an_existing_database_of_another_encoding_is_refused_before_the_role_is_made(tenants: Tenants,
+                                                                                     pg: Server) -> None:  # fmt: skip
+    name = tenants.name("argo_workflows")
+    tenants.password_file(name)
+    pg.admin_sql(sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'LATIN1'").format(sql.Identifier(name)))
+    result = tenants.ensure(name)
+    assert result.code == 3 and "LATIN1" in result.stderr, result
+    assert pg.admin_sql("SELECT count(*) FROM pg_roles WHERE rolname = %s", name) == [(0,)]
