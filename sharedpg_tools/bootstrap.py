@@ -14,8 +14,8 @@ from typing import Any
 
 import psycopg
 
-from sharedpg_tools import db, logs, passwords
-from sharedpg_tools.errors import ConfigError, SharedpgError
+from sharedpg_tools import db, interrupts, logs, passwords
+from sharedpg_tools.errors import ConfigError, Interrupted, SharedpgError
 from sharedpg_tools.exitcodes import ExitCode
 from sharedpg_tools.settings import Target, read_password_file
 from sharedpg_tools.spec import Spec, Tenant
@@ -129,10 +129,18 @@ def run(spec: Spec, fuses: Mapping[str, bool], target: Target, credentials: Cred
         db.connect(target.params(dbname=maintenance_db)) as conn,
         provisioning_lock(conn, target, lock_timeout, dry_run),
     ):
+        interrupted: Interrupted | None = None
         for report in reports:
-            if report.error is None:
+            if report.error is not None:
+                continue
+            if interrupted is not None:  # after a signal no tenant is started: each says it was not done
+                report.fail(Interrupted(interrupted.signum, "not done: the run was interrupted before this tenant"))
+                continue
+            try:
                 _ensure_one(conn, report, secrets[report.tenant.name], dry_run, target)
-    if not dry_run:
+            except Interrupted as exc:
+                interrupted = exc
+    if not dry_run and interrupted is None:
         _verify_logins([r for r in reports if r.error is None], secrets, target)
     for report in reports:
         _log(report, dry_run, log)
@@ -143,10 +151,14 @@ def _ensure_one(conn: psycopg.Connection[Any], report: TenantReport, password: s
                 target: Target) -> None:  # fmt: skip
     ensurer = None
     try:
-        ensurer = Ensurer(conn, report.tenant.tenant_spec(password), dry_run, target)
-        report.outcome = ensurer.ensure()
+        with interrupts.deferred():  # a signal ends the run after this tenant, never in its middle
+            ensurer = Ensurer(conn, report.tenant.tenant_spec(password), dry_run, target)
+            report.outcome = ensurer.ensure()
     except psycopg.Error as exc:
         report.fail(db.explain(exc))
+    except Interrupted as exc:
+        report.fail(exc)
+        raise
     except SharedpgError as exc:
         report.fail(exc)
     if report.error and ensurer is not None:

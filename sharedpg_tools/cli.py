@@ -13,9 +13,9 @@ import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
-from types import FrameType, ModuleType
+from types import ModuleType
 
-from sharedpg_tools import __version__, logs
+from sharedpg_tools import __version__, interrupts, logs
 from sharedpg_tools.errors import ConfigError, Interrupted, SharedpgError
 from sharedpg_tools.exitcodes import EPILOG, ExitCode
 from sharedpg_tools.settings import Context, add_common
@@ -93,16 +93,12 @@ def _chosen(argv: Sequence[str]) -> str | None:
     return next((arg for arg in argv if arg in COMMANDS), None)
 
 
-def _on_signal(signum: int, _frame: FrameType | None) -> None:
-    raise Interrupted(signum)
-
-
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """Run one command; return its exit code (never raises, never prints a traceback for our errors)."""
     args_list = list(sys.argv[1:] if argv is None else argv)
     env = os.environ if environ is None else environ
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, interrupts.on_signal)
+    signal.signal(signal.SIGINT, interrupts.on_signal)
     command = _chosen(args_list)
     logs.configure(_early_log_format(args_list, env), "info")
     try:

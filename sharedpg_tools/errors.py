@@ -41,6 +41,8 @@ class DeadlineExceeded(SharedpgError):
 class Interrupted(SharedpgError):
     """SIGTERM or SIGINT arrived; the exit code is 128 + the signal number."""
 
-    def __init__(self, signum: int):
-        super().__init__("interrupted by SIGTERM" if signum == 15 else "interrupted by SIGINT")
+    def __init__(self, signum: int, message: str | None = None):
+        name = "SIGTERM" if signum == 15 else "SIGINT"
+        super().__init__(message or f"interrupted by {name}", "a re-run finishes what this run did not")
+        self.signum = signum
         self.exit_code = ExitCode.SIGTERM if signum == 15 else ExitCode.SIGINT

@@ -142,8 +142,8 @@ class _Session:
         if as_role:
             text = f"SET ROLE {sql.Identifier(as_role).as_string(conn)}; {text}; RESET ROLE"
         self.outcome.statements.append(text)
-        self.outcome.changes.append(change)
         if self.dry_run:
+            self.outcome.changes.append(change)
             return
         del self.notices[:]
         if as_role:
@@ -152,6 +152,7 @@ class _Session:
                 conn.execute(statement)
         else:
             conn.execute(statement)
+        self.outcome.changes.append(change)  # only what was made
         silent = [n for n in self.notices if n.sqlstate in _SILENT_NO_OPS]
         if silent:
             raise PermanentError(

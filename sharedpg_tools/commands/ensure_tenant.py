@@ -17,7 +17,7 @@ from typing import Any
 
 import psycopg
 
-from sharedpg_tools import db, logs
+from sharedpg_tools import db, interrupts, logs
 from sharedpg_tools.errors import ConfigError, SharedpgError
 from sharedpg_tools.exitcodes import ExitCode
 from sharedpg_tools.settings import Context, EnvDefaults, read_password_file, seconds, target_from_args
@@ -98,14 +98,17 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         db.connect(target.params(dbname=args.maintenance_db)) as conn,
         provisioning_lock(conn, target, args.lock_timeout, args.dry_run),
     ):
-        ensurer = Ensurer(conn, spec, args.dry_run, target)
+        ensurer = None
         try:
             try:
-                outcome = ensurer.ensure()
+                with interrupts.deferred():  # a signal waits for the tenant: no statement is cut in two
+                    ensurer = Ensurer(conn, spec, args.dry_run, target)
+                    outcome = ensurer.ensure()
             except psycopg.Error as exc:
                 raise db.explain(exc) from None
         except SharedpgError:
-            _report_partial(args, ensurer.outcome, log)
+            if ensurer is not None:
+                _report_partial(args, ensurer.outcome, log)
             raise
     for change in outcome.changes:
         if not args.dry_run:

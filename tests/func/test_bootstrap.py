@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import secrets
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -259,3 +260,37 @@ def test_a_spec_that_is_not_utf8_is_exit_2(cli: Cli, tmp_path: Path) -> None:
     (tmp_path / "spec.yaml").write_bytes(b"tenants:\n  - name: \xff\xfe\n")
     result = cli("bootstrap", "--plan", "--spec", str(tmp_path / "spec.yaml"))
     assert result.code == 2 and "is not UTF-8" in result.stderr, result
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_mid_run_stops_between_statements_and_a_rerun_finishes(
+    cli: Cli, pg: Server, admin: str, tmp_path: Path, signum: int
+) -> None:
+    platform = Platform(cli, pg, admin, tmp_path, tenants=24)
+    try:
+        running = cli.start(*platform.args(), env=platform.env())
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # signal once a few tenants exist: mid-run on every server
+            made = pg.admin_sql("SELECT count(*) FROM pg_database WHERE datname = ANY(%s)", platform.names)[0][0]
+            if made >= 3:
+                break
+            time.sleep(0.02)
+        running.proc.send_signal(signum)
+        result = running.finish(timeout=60)
+        assert result.code == 128 + signum, result  # not 1, no traceback (checked by cli)
+        report = by_tenant(result)
+        done = [n for n, r in report.items() if r["action"] == "created"]
+        not_done = [n for n, r in report.items() if r["action"] == "failed"]
+        assert done and not_done, "the signal came too early or too late to interrupt the run: adjust the delay"
+        assert all("interrupted" in report[n]["error"] for n in not_done)
+        open_to_public = pg.admin_sql(
+            "SELECT datname FROM pg_database WHERE datname = ANY(%s) AND has_database_privilege('public', oid, "
+            "'CONNECT')", platform.names)  # fmt: skip
+        assert open_to_public == [], "a database was left open to PUBLIC"
+        again = platform.run()
+        assert again.code == 0, again
+        for name in platform.names:
+            platform.login(name)
+    finally:
+        pg.drop_tenants(platform.names)
