@@ -200,3 +200,22 @@ def test_every_documented_command_line_parses(where: str, args: list[str]) -> No
     parser = build_parser({}, args[0])
     _, unknown = parser.parse_known_args(args)
     assert unknown == [], f"{where}: {unknown} are not flags of sharedpg {args[0]}"
+
+
+def test_every_documented_refusal_is_still_in_the_code() -> None:
+    """docs/reference.md's refusals table quotes the messages: each quoted phrase must still be in the code."""
+    import re
+
+    from tests.conftest import ROOT
+
+    reference = (ROOT / "docs" / "reference.md").read_text()
+    table = reference.split("## Refusals", 1)[1].split("## Troubleshooting", 1)[0]
+    source = "".join(p.read_text() for p in (ROOT / "sharedpg_tools").rglob("*.py"))
+    source = re.sub(r"[\"']\s*\n\s*f?[\"']", "", source)  # adjacent literals of one message, joined
+    phrases = [
+        c for row in table.splitlines() if row.startswith("| `") for c in re.findall(r"`([^`]+)`", row.split("|")[1])
+    ]
+    assert len(phrases) >= 12
+    for phrase in phrases:
+        words = [w for w in re.split(r"\s*…\s*", phrase) if w]
+        assert all(w in source for w in words), f"the refusal {phrase!r} is documented but no longer in the code"
