@@ -3,8 +3,8 @@
 Inside it they wait for the block to end and are raised then. ensure-tenant and bootstrap ensure each
 tenant inside one: no statement is cut in two (which left the session "busy" and the statement running
 on), ``CREATE DATABASE`` is never left without the ``REVOKE`` that closes it to PUBLIC, and the run ends
-right after the tenant in progress, saying which tenants were done. The handler runs in the main thread, whichever thread
-the signal reached, so this works with worker threads too.
+right after the tenant in progress, saying which tenants were done. The handler runs in the main thread,
+whichever thread the signal reached, so this works with worker threads too.
 """
 
 from __future__ import annotations

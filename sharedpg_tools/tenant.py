@@ -21,6 +21,7 @@ Passwords are hashed client-side to a SCRAM verifier: the plaintext never reache
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -193,15 +194,17 @@ def provisioning_lock(conn: psycopg.Connection[Any], target: Target, timeout_s: 
 
 
 def _ensure_lock_database(conn: psycopg.Connection[Any]) -> None:
-    """The lock's database: made once (two first runs may race: the loser finds it made), closed to PUBLIC,
-    and (when a superuser makes it) open to the roles that may provision: CREATEROLE ones, never a tenant."""
+    """The lock's database: made once (two first runs may race: the loser finds it made), closed to PUBLIC
+    (checked on every run: one that died between the two statements leaves it open), and, when a superuser
+    runs, open to the roles that may provision: CREATEROLE ones, never a tenant."""
     name = sql.Identifier(LOCK_DATABASE)
     if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [LOCK_DATABASE]).fetchone() is None:
-        try:
+        with contextlib.suppress(
+            psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation
+        ):  # a racing run made it
             conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(name))
-            conn.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(name))
-        except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
-            pass
+    if conn.execute("SELECT has_database_privilege('public', %s, 'CONNECT')", [LOCK_DATABASE]).fetchone() == (True,):
+        conn.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(name))
     if conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone() == (True,):
         for (admin,) in conn.execute(
             "SELECT rolname FROM pg_roles WHERE rolcreaterole AND NOT rolsuper "

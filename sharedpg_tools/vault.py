@@ -142,7 +142,7 @@ class Vault:
             answer = self.client.adapter.get(f"/v1/sys/internal/ui/mounts/{mount}")
         except hvac.exceptions.Forbidden:
             return  # this token sees nothing under the mount; its first read says so, naming the path
-        data = answer.get("data") or {} if isinstance(answer, dict) else {}
+        data = (answer.get("data") or {}) if isinstance(answer, dict) else {}
         version = (data.get("options") or {}).get("version")
         if data.get("type") != "kv" or version != "2":
             kind = f"KV version {version or 1}" if data.get("type") == "kv" else f"a {data.get('type')!r} engine"
