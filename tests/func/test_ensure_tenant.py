@@ -4,6 +4,7 @@ admin: what each tenant can and cannot do afterwards, re-runs, drift, concurrenc
 from __future__ import annotations
 
 import secrets
+import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -552,3 +553,24 @@ def test_an_existing_database_of_another_encoding_is_refused_before_the_role_is_
     result = tenants.ensure(name)
     assert result.code == 3 and "LATIN1" in result.stderr, result
     assert pg.admin_sql("SELECT count(*) FROM pg_roles WHERE rolname = %s", name) == [(0,)]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_mid_run_finishes_the_tenant_then_says_what_was_made(tenants: Tenants, pg: Server,
+                                                                      signum: int) -> None:  # fmt: skip
+    name = tenants.name("backstage")
+    args = ["ensure-tenant", name, "--dsn", pg.conninfo(tenants.admin), "--tenant-password-file",
+            tenants.password_file(name)]  # fmt: skip
+    running = tenants.cli.start(*args, env={"PGPASSWORD": pg.password_of(tenants.admin)})
+    deadline = time.monotonic() + 30
+    while pg.admin_sql("SELECT count(*) FROM pg_roles WHERE rolname = %s", name) == [(0,)]:
+        assert time.monotonic() < deadline, "the role never appeared"
+        time.sleep(0.005)
+    running.proc.send_signal(signum)  # the role exists: the run is between its statements
+    result = running.finish(timeout=60)
+    assert result.code == 128 + signum, result
+    assert f"made before the failure: created role {name}" in result.stdout
+    assert f"created database {name} owned by {name}" in result.stdout, "the tenant in progress is finished"
+    assert pg.admin_sql("SELECT has_database_privilege('public', %s, 'CONNECT')", name) == [(False,)]
+    with tenants.connect(name):
+        pass
