@@ -235,6 +235,7 @@ class Ensurer:
         self.s = _Session(conn, self.outcome, dry_run)
         self.target = target
         self._adopted = False
+        self._existing_db: tuple[Any, ...] | None = None  # (owner, encoding) before this run, read by the preflight
         row = self.s.one(
             "SELECT current_setting('server_version_num')::int, current_setting('server_version'), current_user, "
             "r.rolsuper, r.rolcreaterole, r.rolcreatedb FROM pg_roles r WHERE r.rolname = current_user"
@@ -273,9 +274,12 @@ class Ensurer:
         self._check_extensions()
         if self.s.value("SELECT pg_char_to_encoding(%s)", self.spec.encoding) == -1:
             raise ConfigError(f"--encoding {self.spec.encoding!r} is not an encoding PostgreSQL knows: use e.g. UTF8")
-        row = self._database_row()
-        if row is not None:
-            self._check_existing_database(*row)
+        self._existing_db = self.s.one(
+            "SELECT pg_get_userbyid(datdba), pg_encoding_to_char(encoding) FROM pg_database WHERE datname = %s",
+            self.spec.database,
+        )
+        if self._existing_db is not None:
+            self._check_existing_database(*self._existing_db)
         for key, value in self.spec.settings.items():
             self._check_setting(key)
             self._check_value(key, value)
@@ -340,8 +344,7 @@ class Ensurer:
         if self.s.value("SELECT rolvaliduntil < now() FROM pg_roles WHERE rolname = %s", spec.role):
             self.s.ddl(f"role {spec.role}: its password had expired (VALID UNTIL); now it does not",
                        sql.SQL("ALTER ROLE {} VALID UNTIL 'infinity'").format(role))  # fmt: skip
-        if self.s.value("SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = %s", spec.role) \
-                != TENANT_MARK:  # fmt: skip
+        if self._mark_of(spec.role) != TENANT_MARK:
             self._mark(role)
         drift = [f for f, bad in (("LOGIN", not login), ("NOCREATEDB", createdb), ("NOCREATEROLE", createrole)) if bad]
         if connlimit != spec.connection_limit:
@@ -356,6 +359,9 @@ class Ensurer:
                 sql.SQL("ALTER ROLE {} PASSWORD {}").format(role, sql.Literal(verifier)),
                 sql.SQL("ALTER ROLE {} PASSWORD {}").format(role, sql.Literal(REDACTED)),
             )
+
+    def _mark_of(self, role: str) -> str | None:
+        return self.s.value("SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = %s", role)  # type: ignore[no-any-return]
 
     def _mark(self, role: sql.Identifier) -> None:
         self.s.ddl(f"marked role {self.spec.role} as a sharedpg tenant",
@@ -399,7 +405,7 @@ class Ensurer:
             stored = self.s.value("SELECT rolpassword FROM pg_authid WHERE rolname = %s", self.spec.role)
             return scram.matches(stored, self.spec.password, self.spec.role)
         # pg_authid is unreadable for a non-superuser (RDS too): try a login as the tenant.
-        dbname = self.spec.database if self._database_row() else self.s.conn.info.dbname
+        dbname = self.spec.database if self._existing_db else self.s.conn.info.dbname
         return login_works(self.target, self.spec.role, self.spec.password, dbname)
 
     # 2. membership -------------------------------------------------------------------------
@@ -419,16 +425,10 @@ class Ensurer:
             self.s.ddl(f"granted role {self.spec.role} to admin {self.admin}", statement)
 
     # 3. the database -----------------------------------------------------------------------
-    def _database_row(self) -> tuple[Any, ...] | None:
-        return self.s.one(
-            "SELECT pg_get_userbyid(datdba), pg_encoding_to_char(encoding) FROM pg_database WHERE datname = %s",
-            self.spec.database,
-        )
-
     def _database(self) -> bool:
         spec = self.spec
         db, role = sql.Identifier(spec.database), sql.Identifier(spec.role)
-        row = self._database_row()
+        row = self._existing_db  # unchanged since the preflight: every run holds the provisioning lock
         if row is None:
             self.s.ddl(
                 f"created database {spec.database} owned by {spec.role}",
@@ -467,8 +467,7 @@ class Ensurer:
                 f"if it is {owner}'s to give to {spec.role}, adopt it explicitly: --adopt-database-from {owner} "
                 "(spec: adopt_database_from)",
             )
-        mark = self.s.value("SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = %s", owner)
-        if mark == TENANT_MARK:
+        if self._mark_of(owner) == TENANT_MARK:
             raise PermanentError(
                 f"database {spec.database} belongs to {owner}, another sharedpg tenant: never adopted",
                 f"give {spec.role} a database of its own (--database), or retire {owner} first",
@@ -522,8 +521,7 @@ class Ensurer:
         for key, value in self.spec.settings.items():
             items = [item.strip() for item in value.split(",")] if key.lower() in LIST_SETTINGS else [value]
             if f"{key}={', '.join(items)}" in current:
-                continue
-            self._check_setting(key)
+                continue  # (checked by the preflight)
             self.s.ddl(
                 f"set {key}={', '.join(items)} for role {self.spec.role}",
                 sql.SQL("ALTER ROLE {} SET {} = {}").format(
@@ -556,15 +554,15 @@ class Ensurer:
         """Before changing anything: every extension asked for is available, and trusted unless the admin is
         a superuser (a CREATEROLE admin creates it as the database's owner)."""
         for extension in self.spec.extensions:
-            trusted = self.s.one(
+            trusted = self.s.value(
                 "SELECT bool_or(trusted) FROM pg_available_extension_versions WHERE name = %s", extension
             )
-            if trusted is None or trusted[0] is None:
+            if trusted is None:
                 raise PermanentError(
                     f"--extension {extension}: PostgreSQL {self.outcome.server_version} has no extension "
                     f"{extension!r} available: install it on the server or drop --extension"
                 )
-            if not trusted[0] and not self.superuser:
+            if not trusted and not self.superuser:
                 raise PermanentError(
                     f"--extension {extension}: not a trusted extension, so only a superuser may create it",
                     f"a superuser must run CREATE EXTENSION {extension} in database {self.spec.database}",

@@ -32,6 +32,7 @@ from tests.fix_gitops import (
     _docs,
     row_fuses,
 )  # fmt: skip
+from tests.func.test_k8s_snippets import env_of, gates
 
 ROWS = list(itertools.product([False, True], repeat=4))
 SERVICE_HOST = "shared-postgresql.database.svc.cluster.local"
@@ -160,10 +161,6 @@ def pod_specs(tree: Tree, app: str) -> Iterator[dict[str, Any]]:
             yield placed.obj["spec"]["template"]["spec"]
 
 
-def env_of(container: dict[str, Any]) -> dict[str, Any]:
-    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
-
-
 def secret_keys(tree: Tree, namespace: str, name: str) -> dict[str, str]:
     """The keys of the Secret an ExternalSecret makes, each with where it comes from (Vault ``key#property``,
     or the template's expression), as External Secrets resolves them (template merged over the data)."""
@@ -179,17 +176,12 @@ def tenant(name: str) -> spec_module.Tenant:
     return next(t for t in spec_module.load(None).tenants if t.name == name)
 
 
-def runs_wait_for_db(container: dict[str, Any]) -> bool:
-    probe = container.get("startupProbe", {}).get("exec", {}).get("command") or []
-    return "wait-for-db" in (container.get("args") or []) + probe
-
-
 def assert_gate(tree: Tree, app: str, tenant_name: str, secret: str) -> None:
     """A wait-for-db gate in the app's pods, as the tenant into its database, with the app's own Secret."""
     t = tenant(tenant_name)
-    gates = [c for spec in pod_specs(tree, app) for c in spec.get("initContainers", []) if runs_wait_for_db(c)]
-    assert gates, f"{app}: no wait-for-db gate in the rendered pods"
-    for gate in gates:
+    found = [c for spec in pod_specs(tree, app) for c in gates(spec)]
+    assert found, f"{app}: no wait-for-db gate in the rendered pods"
+    for gate in found:
         env = env_of(gate)
         assert env["PGUSER"] == t.role and env["PGDATABASE"] == t.database, (app, env)
         assert env["PGPASSWORD"]["secretKeyRef"]["name"] == secret
