@@ -10,7 +10,8 @@ measured command is counted. Run it from the checkout's root with the project's 
 
     .venv/bin/python -m bench.image_cost [--runs 20] [--major 15]
 
-Targets (issue 11): added layers <= 45 MB uncompressed; the probe <= 1.3x psql's CPU and <= 20 MiB.
+Targets (issue 11): added layers <= 45 MB uncompressed; the probe <= 1.3x psql's CPU and <= 20 MiB. The
+interpreter's own start (``python -c pass``) is printed beside them: no Python command can cost less.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def main() -> int:
         probe = ["/opt/sharedpg/bin/sharedpg", "wait-for-db", "--once", "--dsn", target]
         commands = {
             "psql -c 'select 1' (image)": ["/usr/lib/postgresql/17/bin/psql", target, "-XAtqc", "select 1"],
+            "python -c pass (image; any Python command's floor)": ["/opt/sharedpg/bin/python", "-c", "pass"],
             "sharedpg wait-for-db --once (image)": probe,
         }
         common.compare(commands, {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, args.runs, python)

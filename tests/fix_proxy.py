@@ -20,9 +20,9 @@ from tests.fix_servers import Server
 
 
 class Proxy:
-    def __init__(self, target_host: str, target_port: int):
+    def __init__(self, target_host: str, target_port: int, port: int | None = None):
         self.target = (target_host, target_port)
-        self.port = free_port()
+        self.port = port or free_port()
         self.mode = "down"
         self._listener: socket.socket | None = None
         self._lock = threading.Lock()

@@ -1,12 +1,17 @@
-"""The image: built from ``images/Dockerfile`` for real and every command run from it, as its own user with a
-read-only root, against the test servers (how, without a container engine: ``tests/fix_image.py``); and its
-install steps, with the locked dependencies, on this machine's Python too."""
+"""The image: built from ``images/Dockerfile`` for real and every command run from it in a container, as its
+own user with a read-only root, against the test servers (how, and the fallback where no container can
+start: ``tests/fix_image.py``); the README's ``docker run`` lines as written; and its install steps, with the
+locked dependencies, on this machine's Python too."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
+import shlex
+import shutil
+import socket
 import subprocess
 import tomllib
 from collections.abc import Iterator
@@ -19,9 +24,10 @@ from packaging.utils import canonicalize_name
 from prometheus_client.parser import text_string_to_metric_families
 
 from sharedpg_tools.localserver import free_port
-from tests.conftest import ROOT
-from tests.fix_image import BASE, Image, ImageCli
+from tests.conftest import ROOT, Cli, Result
+from tests.fix_image import BASE, Image, ImageCli, podman, podman_command, sandbox_run_flags
 from tests.fix_legacy import ROWS, Legacy
+from tests.fix_proxy import Proxy
 from tests.fix_servers import Server
 from tests.func.test_bootstrap import Platform
 from tests.func.test_copy_tenant import copy
@@ -50,9 +56,20 @@ def test_image_adds_at_most_45_mb_to_its_base(image: Image) -> None:
 
 def test_image_root_is_read_only_for_its_user(image: Image, tmp_path: Path) -> None:
     """The harness's own promise, checked: a command that writes outside /tmp fails as it would in the pod."""
-    writer = [*image.enter({}, tmp_path), "/usr/bin/touch", "/opt/sharedpg/written"]
-    done = subprocess.run(writer, capture_output=True, text=True, timeout=30)
+    writer = image.command(["/opt/sharedpg/written"], {}, tmp_path, entrypoint="/usr/bin/touch")
+    done = subprocess.run(writer, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "Read-only file system" in done.stderr
+
+
+def test_image_commands_run_in_a_real_container(image: Image, tmp_path: Path) -> None:
+    """Says, as a skip with the reason, when the commands below run chroot-ed instead (tests/fix_image.py)."""
+    if image.container_failure is not None:
+        pytest.skip(f"no container can start here, the image's commands run chroot-ed: {image.container_failure}")
+    inside = subprocess.run(image.run(["/proc/self/status"], {}, tmp_path, entrypoint="/usr/bin/cat"),
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    status = dict(line.split(":", 1) for line in inside.stdout.splitlines())
+    assert status["Uid"].split() == ["65532"] * 4, inside.stderr
+    assert int(status["CapEff"], 16) == 0 and status["NoNewPrivs"].strip() == "1"
 
 
 def test_wait_for_db_from_the_image_ready(image_cli: ImageCli, pg: Server) -> None:
@@ -146,6 +163,72 @@ def test_copy_tenant_from_the_image_with_its_own_tools_or_a_refusal_before_writi
             assert f"to {pg.major} (the target)" in result.stderr
             assert f"install postgresql-client-{pg.major}" in result.stderr
             assert tables == (0,), "nothing written"
+
+
+def _readme_docker_commands() -> list[str]:
+    """The shell lines of images/README.md's ``docker run`` section, continuation lines joined."""
+    section = (ROOT / "images" / "README.md").read_text().split("## Debugging with `docker run`", 1)[1]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0].replace("\\\n", " ")
+    return [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.mark.parametrize("pg", ["pg18"], indirect=True)  # the README's copy-tenant targets 17 or 18
+def test_readme_docker_run_commands_work_as_written(image: Image, pg: Server, legacy: Legacy, cli: Cli,
+                                                    tmp_path: Path) -> None:  # fmt: skip
+    """Each line of the README's ``docker run`` section, run by bash as written, with ``docker`` being podman
+    (plus the sandbox's runtime flags, tests/fix_image.py) and the servers where the lines say they are: the
+    shared server on 127.0.0.1:5432 and the old instance on 5433 (TCP proxies to the test servers)."""
+    if image.container_failure is not None:
+        pytest.skip(f"no container can start here: {image.container_failure}")
+    if _listening(5432) or _listening(5433):
+        pytest.skip("the README's addresses, 127.0.0.1:5432 and 5433, are taken on this machine")
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    podman("tag", image.tag, f"localhost/sharedpg:{version}")
+    passwords = {"sonarqube": secrets.token_urlsafe(16), "sonarUser": secrets.token_urlsafe(16)}
+    cli.secrets |= set(passwords.values())
+    (tmp_path / "tenant.pw").write_text(passwords["sonarqube"])
+    made = cli("ensure-tenant", "sonarqube", "--dsn", pg.conninfo(), "--tenant-password-file",
+               str(tmp_path / "tenant.pw"), env={"PGPASSWORD": pg.password})  # fmt: skip
+    assert made.code == 0, made
+    legacy.server.admin_sql(f"CREATE ROLE \"sonarUser\" LOGIN PASSWORD '{passwords['sonarUser']}'")
+    legacy.server.admin_sql('CREATE DATABASE "sonarDB" OWNER "sonarUser"')
+    with psycopg.connect(legacy.server.conninfo("sonarUser", "sonarDB"), password=passwords["sonarUser"]) as conn:
+        conn.execute("CREATE TABLE projects AS SELECT g AS id, 'p' || g AS kee FROM generate_series(1, 300) g")
+    shutil.copy(ROOT / "sharedpg_tools" / "default-spec.yaml", tmp_path / "tenants.yaml")
+    docker = f'docker() {{ shift; {shlex.join(podman_command())} run {shlex.join(sandbox_run_flags())} "$@"; }}'
+    shared, old = Proxy(pg.host, pg.port, 5432), Proxy(legacy.server.host, legacy.server.port, 5433)
+    shared.up()
+    old.up()
+    try:
+        runs = []
+        for line in _readme_docker_commands():
+            if line.startswith("docker run"):  # pw holds the password of the login the line uses
+                user = "sonarqube" if "PGUSER=sonarqube" in line else pg.superuser
+                (tmp_path / "pw").write_text(passwords.get(user, pg.password))
+                (tmp_path / "old-pw").write_text(passwords["sonarUser"])
+            done = subprocess.run(["bash", "-euc", f"{docker}\n{line}"], cwd=tmp_path, capture_output=True,
+                                  text=True, timeout=300)  # fmt: skip
+            runs.append(cli.check(Result(done.returncode, done.stdout, done.stderr)))
+            assert done.returncode == 0, f"{line}\n{done.stderr[-3000:]}"
+        assert len(runs) == 7, "the README's section changed: update this test"
+        assert json.loads(runs[2].stdout)["status"] == "ready"
+        assert "cicd=on" in runs[3].stdout, "FUSE_CICD reached the plan"
+        families = {f.name for f in text_string_to_metric_families(runs[5].stdout)}
+        assert "sharedpg_usable_connections" in families
+        with psycopg.connect(pg.conninfo("sonarqube", "sonarqube"), password=passwords["sonarqube"]) as conn:
+            assert conn.execute("SELECT count(*), current_user FROM projects").fetchone() == (300, "sonarqube")
+    finally:
+        shared.down()
+        old.down()
+        pg.drop_tenants(["sonarqube"])
+        legacy.server.admin_sql('DROP DATABASE IF EXISTS "sonarDB"')
+        legacy.server.admin_sql('DROP ROLE IF EXISTS "sonarUser"')
+        podman("untag", image.tag, f"localhost/sharedpg:{version}")
 
 
 def _locked() -> dict[str, tuple[str, int]]:
