@@ -1,7 +1,8 @@
 """Generate the reference sections of docs/reference.md from the code, so the two cannot drift apart.
 
 Sections sit between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->``: ``cli-reference`` (every
-``--help``) and ``troubleshooting`` (every error class with its policy and hint).
+``--help``), ``troubleshooting`` (every error class with its policy and hint) and ``metrics`` (every
+Prometheus metric check-pool and serve-metrics export).
 ``python scripts/doc_sections.py --write`` rewrites them; tests/func/test_cli_contract.py fails
 when one is out of date.
 """
@@ -52,7 +53,34 @@ def troubleshooting() -> str:
     return "\n".join(rows)
 
 
-SECTIONS: dict[str, Callable[[], str]] = {"cli-reference": cli_reference, "troubleshooting": troubleshooting}
+def metrics_table() -> str:
+    """One row per metric, from the families a full report (and a report with hidden sessions) yields."""
+    from sharedpg_tools import metrics, pool
+    from sharedpg_tools.spec import Capacity
+
+    full, hidden = pool.Report("live", Capacity(100, 3, 2)), pool.Report("live", Capacity(100, 3, 2))
+    full.headroom, hidden.hidden = 5, 1
+    usage = full.role("app")
+    usage.states, usage.limit, usage.budget, usage.expected_limit = {"idle": 1}, 7, 5, 7
+    rows = ["| metric | type | labels | meaning |", "|---|---|---|---|"]
+    seen: set[str] = set()
+    every = [*metrics.families(full), *metrics.families(hidden), *metrics.exporter_families({"ok": 1}, 0.1)]
+    for family in every:
+        if family.name in seen:
+            continue
+        seen.add(family.name)
+        name = family.name + ("_total" if family.type == "counter" else "")
+        labels = ", ".join(f"`{k}`" for k in dict.fromkeys(k for sample in family.samples for k in sample.labels))
+        only = " (serve-metrics only)" if family.name.startswith("sharedpg_exporter_") else ""
+        rows.append(f"| `{name}` | {family.type} | {labels or '-'} | {family.documentation}{only} |")
+    return "\n".join(rows)
+
+
+SECTIONS: dict[str, Callable[[], str]] = {
+    "cli-reference": cli_reference,
+    "troubleshooting": troubleshooting,
+    "metrics": metrics_table,
+}
 
 
 def section_of(text: str, name: str) -> str:

@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ensure-tenant": ("ensure_tenant", "ensure one app's role and database on the shared server (idempotent)"),
     "bootstrap": ("bootstrap", "the init Job: every tenant of a spec ensured, credentials in Vault or files"),
     "check-pool": ("check_pool", "the connection budget: offline plan, live usage, Nagios and Prometheus output"),
+    "serve-metrics": ("serve_metrics", "serve check-pool's reading at /metrics for Prometheus (and /healthz)"),
     "admin-secret": ("admin_secret", "create the shared server's admin password in Vault, once (first install)"),
     "copy-tenant": ("copy_tenant", "move an app's data from its old PostgreSQL into its tenant (pg_dump | pg_restore)"),
     "demo": ("demo", "start a throwaway local PostgreSQL and show the commands at work"),

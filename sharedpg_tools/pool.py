@@ -12,9 +12,11 @@ their state and backend type hidden; that is detected and reported as UNKNOWN, n
 
 from __future__ import annotations
 
+import time
 from enum import IntEnum
 
 from sharedpg_tools import libpq
+from sharedpg_tools.classify import connect_failure
 from sharedpg_tools.spec import Capacity, Spec
 
 TYPE_CHECKING = False
@@ -80,6 +82,7 @@ class Report:
         self.findings: list[Finding] = []
         self.total = 0  # connections counted (live) or budgeted (offline)
         self.headroom: int | None = None  # the spec's admin_headroom, when a spec is known
+        self.hidden = 0  # other roles' sessions this login cannot see (counts would be low)
         self.server_version = ""
 
     @property
@@ -152,6 +155,30 @@ _HIDDEN_SQL = (
     "SELECT usename, count(*) FROM pg_catalog.pg_stat_activity "
     "WHERE backend_type IS NULL AND usesysid IS NOT NULL AND datid IS NOT NULL GROUP BY 1"
 )
+
+
+def read_live(params: dict[str, str], timeout: float, spec: Spec | None, warn: float, crit: float,
+              only_role: str | None = None) -> Report:  # fmt: skip
+    """Connect, read, judge: the live report. A server that cannot be read within ``timeout`` (connect and
+    queries together) gives a report without figures and an UNKNOWN finding saying why; never raises."""
+    try:
+        conn = libpq.Connection(params, time.monotonic() + timeout, lambda: False)
+    except (libpq.ConnectFailed, libpq.Cancelled) as exc:
+        error = exc.error if isinstance(exc, libpq.ConnectFailed) else libpq.ServerError("no answer in time")
+        failure = connect_failure(error.message, error.sqlstate, error.needs_password)
+        report = Report("live", None)
+        report.flag(Status.UNKNOWN, f"cannot connect: {failure.message}", failure.hint)
+        return report
+    try:
+        return live(conn, spec, warn, crit, only_role)
+    except (libpq.QueryFailed, libpq.Cancelled) as exc:
+        why = exc.error.message if isinstance(exc, libpq.QueryFailed) else f"no answer within {timeout:g} s"
+        report = Report("live", None)
+        report.flag(Status.UNKNOWN, f"cannot read pg_stat_activity: {why}",
+                    "GRANT pg_monitor to this login; a slow answer: is the server overloaded?")  # fmt: skip
+        return report
+    finally:
+        conn.close()
 
 
 def live(conn: libpq.Connection, spec: Spec | None, warn: float, crit: float, only_role: str | None = None) -> Report:
@@ -233,6 +260,7 @@ def _judge_visibility(report: Report, conn: libpq.Connection, only_role: str | N
     hidden = {usename: int(count or 0) for usename, count in conn.query(_HIDDEN_SQL) if usename}
     if only_role is not None:
         hidden = {k: v for k, v in hidden.items() if k == only_role}
+    report.hidden = sum(hidden.values())
     if hidden:
         report.flag(
             Status.UNKNOWN,

@@ -16,6 +16,7 @@ import pytest
 pytest_plugins = [
     "tests.fix_servers",
     "tests.fix_proxy",
+    "tests.fix_roles",
     "tests.fix_openbao",
     "tests.fix_image",
     "tests.fix_legacy",

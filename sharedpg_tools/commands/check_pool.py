@@ -10,12 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections.abc import Sequence
 
-from sharedpg_tools import libpq, logs, pool, spec
-from sharedpg_tools.classify import connect_failure
-from sharedpg_tools.errors import ConfigError, SharedpgError
+from sharedpg_tools import logs, pool, spec
+from sharedpg_tools.errors import ConfigError
 from sharedpg_tools.settings import Context, EnvDefaults, seconds, target_from_args
 
 NAME = "check-pool"
@@ -55,40 +53,36 @@ def add_arguments(parser: argparse.ArgumentParser, environ: Any) -> None:
     opts.add("--offline", action="store_true", default=False, help="no connection: check the spec's budget only")
     opts.add("--spec", metavar="FILE", help="the tenants spec [offline: the built-in one; live: none]")
     opts.add("--role", metavar="NAME", help="check one tenant only (a sidecar's probe, a CronJob)")
-    opts.add("--warn", type=_fraction, default=0.8, metavar="FRACTION", help="WARNING at this share of a limit")
-    opts.add("--crit", type=_fraction, default=0.95, metavar="FRACTION", help="CRITICAL at this share of a limit")
+    add_threshold_arguments(opts)
     opts.add("--max-connections", type=int, metavar="N", help="offline: the server's max_connections")
     opts.add("--superuser-reserved", type=int, metavar="N", help="offline: superuser_reserved_connections [3]")
     opts.add("--reserved", type=int, metavar="N", help="offline: reserved_connections (16+) [0]")
-    opts.add("--attempt-timeout", type=seconds, default=5.0, metavar="SECONDS", help="limit of the connection")
+    opts.add("--attempt-timeout", type=seconds, default=5.0, metavar="SECONDS",
+             help="limit of the connection and its queries")  # fmt: skip
+
+
+def add_threshold_arguments(opts: EnvDefaults) -> None:
+    opts.add("--warn", type=_fraction, default=0.8, metavar="FRACTION", help="WARNING at this share of a limit")
+    opts.add("--crit", type=_fraction, default=0.95, metavar="FRACTION", help="CRITICAL at this share of a limit")
+
+
+def check_thresholds(args: argparse.Namespace) -> None:
+    if args.warn > args.crit:
+        raise ConfigError(f"--warn {args.warn:g} is above --crit {args.crit:g}: lower --warn")
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
     output = args.output
-    if args.warn > args.crit:
-        raise ConfigError(f"--warn {args.warn:g} is above --crit {args.crit:g}: lower --warn")
+    check_thresholds(args)
     if args.offline:
         tenants = spec.load(args.spec, check_capacity=False)
         report = pool.offline(tenants, _capacity(args, tenants))
         _emit(output, report)
         return int(report.status)
     tenants_or_none = spec.load(args.spec, check_capacity=False) if args.spec else None
-    target = target_from_args(args, ctx)
+    params = target_from_args(args, ctx).params()
+    report = pool.read_live(params, args.attempt_timeout, tenants_or_none, args.warn, args.crit, args.role)
     log = logs.get_logger(command=NAME)
-    try:
-        conn = libpq.Connection(target.params(), time.monotonic() + args.attempt_timeout, lambda: False)
-    except (libpq.ConnectFailed, libpq.Cancelled) as exc:
-        error = exc.error if isinstance(exc, libpq.ConnectFailed) else libpq.ServerError("no answer in time")
-        failure = connect_failure(error.message, error.sqlstate, error.needs_password)
-        report = pool.Report("live", None)
-        report.flag(pool.Status.UNKNOWN, f"cannot connect: {failure.message}", failure.hint)
-    else:
-        try:
-            report = pool.live(conn, tenants_or_none, args.warn, args.crit, args.role)
-        except libpq.QueryFailed as exc:
-            raise SharedpgError(f"cannot read pg_stat_activity: {exc.error.message}") from None
-        finally:
-            conn.close()
     for finding in report.findings:
         emit = log.warning if finding.status < pool.Status.CRITICAL else log.error
         emit("check-pool finding", status=finding.status.name, finding=finding.message, hint=finding.hint)
@@ -114,7 +108,9 @@ def _emit(output: str, report: pool.Report) -> None:
     if output == "json":
         text = json.dumps(report.as_dict(), ensure_ascii=False) + "\n"
     elif output == "prometheus":
-        text = prometheus(report)
+        from sharedpg_tools.metrics import exposition
+
+        text = exposition(report)
     else:
         text = _text(report)
     sys.stdout.write(logs.redact(text))
@@ -142,41 +138,4 @@ def _text(report: pool.Report) -> str:
             limit = str(usage.expected_limit)
         budget = str(usage.budget) if usage.budget is not None else "-"
         lines.append(f"{usage.role:<24} {conn:>5} {active:>6} {idle:>5} {in_tx:>7} {limit:>6} {budget:>6}")
-    return "".join(line + "\n" for line in lines)
-
-
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def prometheus(report: pool.Report) -> str:
-    """The text exposition format: gauges per role and totals, for node-exporter's textfile collector.
-    When the server was not read, only the status and ``sharedpg_up 0``: no invented zeros."""
-    c = report.capacity
-    metrics: list[tuple[str, str, list[tuple[str, float]]]] = [
-        ("sharedpg_pool_status", "check-pool status: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN",
-         [("", int(report.status))]),
-        ("sharedpg_up", "1 when the server (or, offline, the spec) was read, 0 when not", [("", int(c is not None))]),
-    ]  # fmt: skip
-    if c is not None:
-        metrics += [
-            ("sharedpg_max_connections", "The server's max_connections", [("", c.max_connections)]),
-            ("sharedpg_usable_connections", "max_connections - superuser_reserved - reserved (16+)", [("", c.usable)]),
-            (f"sharedpg_{'connections' if report.mode == 'live' else 'budget'}_total",
-             "Client connections of all roles" if report.mode == "live" else "Declared pool budgets of all tenants",
-             [("", report.total)]),
-            ("sharedpg_role_connections", "Client connections by role and state",
-             [(f'role="{_label(u.role)}",state="{_label(s)}"', n)
-              for u in report.roles.values() for s, n in u.states.items()]),
-            ("sharedpg_role_connection_limit", "The role's CONNECTION LIMIT (-1: none)",
-             [(f'role="{_label(u.role)}"', u.limit) for u in report.roles.values() if u.limit is not None]),
-            ("sharedpg_role_budget", "The role's pool budget in the spec (pool max x replicas x multiplier)",
-             [(f'role="{_label(u.role)}"', u.budget) for u in report.roles.values() if u.budget is not None]),
-        ]  # fmt: skip
-    lines = []
-    for name, help_text, samples in metrics:
-        if not samples:
-            continue
-        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
-        lines += [f"{name}{{{labels}}} {value:g}" if labels else f"{name} {value:g}" for labels, value in samples]
     return "".join(line + "\n" for line in lines)

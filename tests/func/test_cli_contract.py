@@ -58,7 +58,7 @@ def test_console_format_is_human_readable(cli: Cli) -> None:
     assert " error    usage error  " in line and not line.startswith("{")
 
 
-@pytest.mark.parametrize("section", ["cli-reference", "troubleshooting"])
+@pytest.mark.parametrize("section", ["cli-reference", "troubleshooting", "metrics"])
 def test_reference_sections_match_the_code(section: str) -> None:
     """docs/reference.md's CLI reference and troubleshooting table are generated from the code; they must be current."""
     from scripts.doc_sections import REFERENCE, SECTIONS, section_of

@@ -1,0 +1,176 @@
+"""serve-metrics against the real servers: what Prometheus scrapes while tenants connect, what it gets when the
+server cannot be read (that fact, no zeros), the cache that makes a burst of scrapes one read, and the
+least-privilege login it is meant to run as."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from psycopg import sql
+
+from sharedpg_tools.localserver import free_port
+from tests.conftest import Cli, Running
+from tests.fix_proxy import Proxy
+from tests.fix_roles import Tenant, make
+from tests.fix_servers import Server
+from tests.func.test_check_pool import spec_file
+
+
+class Exporter:
+    """A running ``sharedpg serve-metrics`` and what its endpoint answers."""
+
+    def __init__(self, running: Running, port: int):
+        self.running = running
+        self.url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while self.get("/healthz")[0] != 200:
+            assert running.proc.poll() is None, running.finish()
+            assert time.monotonic() < deadline, "serve-metrics did not start listening"
+            time.sleep(0.1)
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=10) as answer:  # noqa: S310 (our own http URL)
+                return answer.status, answer.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+        except OSError:
+            return 0, ""
+
+    def scrape(self) -> dict[str, list[Any]]:
+        status, text = self.get("/metrics")
+        assert status == 200, text
+        return {f.name: f.samples for f in text_string_to_metric_families(text)}
+
+    def stop(self) -> str:
+        self.running.proc.send_signal(signal.SIGTERM)
+        result = self.running.finish(30)
+        assert result.code == 143, result
+        return result.stderr
+
+
+Start = Callable[..., Exporter]
+
+
+@pytest.fixture
+def start_exporter(cli: Cli) -> Iterator[Start]:
+    started: list[Exporter] = []
+
+    def start(dsn: str, password: str, *args: str) -> Exporter:
+        port = free_port()
+        running = cli.start("serve-metrics", "--listen", f"127.0.0.1:{port}", "--dsn", dsn, "--log-format", "json",
+                            *args, env={"PGPASSWORD": password})  # fmt: skip
+        started.append(Exporter(running, port))
+        return started[-1]
+
+    yield start
+    for exporter in started:
+        if exporter.running.proc.poll() is None:
+            exporter.stop()
+
+
+def by_role(samples: list[Any], role: str) -> dict[str, float]:
+    return {s.labels.get("state", ""): s.value for s in samples if s.labels.get("role") == role}
+
+
+def test_scrape_carries_each_tenant_by_state_with_its_limit_and_budget(
+    start_exporter: Start, cli: Cli, pg: Server, tenants: list[Tenant], tmp_path: Path
+) -> None:
+    tenant = make(tenants, pg, cli, limit=12)
+    tenant.open(idle=2, in_transaction=1)
+    exporter = start_exporter(pg.conninfo(), pg.password, "--spec", spec_file(tmp_path, tenant, 4), "--cache", "0")
+    families = exporter.scrape()
+    assert families["sharedpg_up"][0].value == 1
+    states = by_role(families["sharedpg_role_connections"], tenant.name)
+    assert states["idle"] == 2 and states["idle in transaction"] == 1 and states["active"] == 0
+    assert by_role(families["sharedpg_role_connection_limit"], tenant.name) == {"": 12}
+    assert by_role(families["sharedpg_role_connection_budget"], tenant.name) == {"": 4}
+    assert by_role(families["sharedpg_role_expected_connection_limit"], tenant.name) == {"": 6}  # budget + margin
+    usable = families["sharedpg_usable_connections"][0].value
+    reserved = sum(s.value for s in families["sharedpg_reserved_connections"])
+    assert usable == families["sharedpg_max_connections"][0].value - reserved
+    assert families["sharedpg_connections"][0].value >= 3
+    tenant.open(idle=3)  # the next scrape reads again (no cache): Prometheus sees the change
+    assert by_role(exporter.scrape()["sharedpg_role_connections"], tenant.name)["idle"] == 5
+    assert "Traceback" not in exporter.stop()
+
+
+def test_a_burst_of_scrapes_costs_one_read(start_exporter: Start, pg: Server) -> None:
+    exporter = start_exporter(pg.conninfo(), pg.password, "--cache", "30")
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        scrapes = list(pool.map(lambda _: exporter.scrape(), range(10)))
+    reads = [s.value for s in exporter.scrape()["sharedpg_exporter_reads"] if s.labels["result"] == "ok"]
+    assert reads == [1], "ten scrapes together, and one more, read the server once"
+    assert all(s["sharedpg_up"][0].value == 1 for s in scrapes)
+
+
+def test_a_server_that_cannot_be_read_is_exported_as_such_not_as_zeros(start_exporter: Start, pg: Server,
+                                                                        cli: Cli) -> None:  # fmt: skip
+    proxy = Proxy(pg.host, pg.port)
+    proxy.up()
+    exporter = start_exporter(proxy.conninfo(pg), pg.password, "--cache", "0", "--read-timeout", "2")
+    assert exporter.scrape()["sharedpg_up"][0].value == 1
+    proxy.down()
+    down = exporter.scrape()
+    assert down["sharedpg_up"][0].value == 0 and down["sharedpg_pool_status"][0].value == 3
+    assert not {"sharedpg_role_connections", "sharedpg_connections", "sharedpg_usable_connections"} & set(down)
+    assert exporter.get("/healthz")[0] == 200, "liveness does not follow the database"
+    proxy.blackhole()  # accepts and never answers: the read is bounded by --read-timeout
+    started = time.monotonic()
+    assert exporter.scrape()["sharedpg_up"][0].value == 0
+    assert time.monotonic() - started < 10
+    proxy.up()
+    again = exporter.scrape()
+    assert again["sharedpg_up"][0].value == 1
+    errors = [s.value for s in again["sharedpg_exporter_reads"] if s.labels["result"] == "error"]
+    assert errors == [2]
+    log = exporter.stop()
+    assert log.count("cannot read the server") == 1, "one line per failure streak, not per scrape"
+    assert "reading the server again" in log
+    proxy.down()
+
+
+def test_a_login_without_pg_monitor_exports_hidden_sessions_not_low_counts(
+    start_exporter: Start, cli: Cli, pg: Server, tenants: list[Tenant]
+) -> None:
+    tenant, viewer = make(tenants, pg, cli), make(tenants, pg, cli)
+    tenant.open(idle=2)
+    exporter = start_exporter(pg.conninfo(viewer.name), viewer.password, "--cache", "0")
+    families = exporter.scrape()
+    assert families["sharedpg_hidden_sessions"][0].value >= 2
+    assert "sharedpg_role_connections" not in families, "counts it cannot see are not exported"
+    assert families["sharedpg_pool_status"][0].value == 3
+
+
+def test_the_monitoring_login_reads_every_session_and_no_tenant_data(
+    start_exporter: Start, cli: Cli, pg: Server, tenants: list[Tenant]
+) -> None:
+    """What the snippets deploy: a login that is a member of pg_monitor only (the bootstrap Job makes it)."""
+    tenant, monitor = make(tenants, pg, cli), make(tenants, pg, cli)
+    pg.admin_sql(sql.SQL("GRANT pg_monitor TO {}").format(sql.Identifier(monitor.name)))
+    tenant.open(idle=2)
+    exporter = start_exporter(pg.conninfo(monitor.name), monitor.password, "--cache", "0")
+    families = exporter.scrape()
+    assert "sharedpg_hidden_sessions" not in families
+    assert by_role(families["sharedpg_role_connections"], tenant.name)["idle"] == 2
+
+
+def test_bad_listen_addresses_are_one_line_usage_errors(cli: Cli, pg: Server) -> None:
+    for value in ("9187", "host:port", ":0", ":70000"):
+        result = cli("serve-metrics", "--listen", value, "--dsn", pg.conninfo())
+        assert result.code == 2 and "--listen" in result.stderr and len(result.log_lines) == 1, result
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = cli("serve-metrics", "--listen", f"127.0.0.1:{taken.getsockname()[1]}", "--dsn", pg.conninfo())
+    assert result.code == 2 and "choose a free port" in result.stderr and len(result.log_lines) == 1, result
