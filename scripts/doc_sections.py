@@ -15,6 +15,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 REFERENCE = Path(__file__).resolve().parent.parent / "docs" / "reference.md"
 _POLICY = {
@@ -53,8 +54,8 @@ def troubleshooting() -> str:
     return "\n".join(rows)
 
 
-def metrics_table() -> str:
-    """One row per metric, from the families a full report (and a report with hidden sessions) yields."""
+def every_metric_family() -> list[Any]:
+    """Each family once, from a full live report, a report with hidden sessions and the exporter's own."""
     from sharedpg_tools import metrics, pool
     from sharedpg_tools.spec import Capacity
 
@@ -62,13 +63,17 @@ def metrics_table() -> str:
     full.headroom, hidden.hidden = 5, 1
     usage = full.role("app")
     usage.states, usage.limit, usage.budget, usage.expected_limit = {"idle": 1}, 7, 5, 7
-    rows = ["| metric | type | labels | meaning |", "|---|---|---|---|"]
-    seen: set[str] = set()
     every = [*metrics.families(full), *metrics.families(hidden), *metrics.exporter_families({"ok": 1}, 0.1)]
+    unique: dict[str, Any] = {}
     for family in every:
-        if family.name in seen:
-            continue
-        seen.add(family.name)
+        unique.setdefault(family.name, family)
+    return list(unique.values())
+
+
+def metrics_table() -> str:
+    """One row per metric, as every_metric_family() yields them."""
+    rows = ["| metric | type | labels | meaning |", "|---|---|---|---|"]
+    for family in every_metric_family():
         name = family.name + ("_total" if family.type == "counter" else "")
         labels = ", ".join(f"`{k}`" for k in dict.fromkeys(k for sample in family.samples for k in sample.labels))
         only = " (serve-metrics only)" if family.name.startswith("sharedpg_exporter_") else ""

@@ -3,7 +3,9 @@
 Roles and databases exist for every tenant, active or not, so flipping a fuse later never breaks
 anything (the seed's rule); the report marks which are active. One tenant's failure does not stop
 the others. Each tenant goes through ``tenant.Ensurer`` — the same code as ``ensure-tenant`` — and
-is then proved by a login with the password just set.
+is then proved by a login with the password just set. Then the spec's monitoring login (``monitor.py``);
+its failure is reported and logged but does not fail the run: the apps are not held back by monitoring,
+and serve-metrics then says it cannot read the server, which alerts.
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ from typing import Any
 
 import psycopg
 
-from sharedpg_tools import db, interrupts, logs, passwords
+from sharedpg_tools import db, interrupts, logs, monitor, passwords
 from sharedpg_tools.errors import ConfigError, Interrupted, SharedpgError
 from sharedpg_tools.exitcodes import ExitCode
 from sharedpg_tools.settings import Target, read_password_file
-from sharedpg_tools.spec import Spec, Tenant
+from sharedpg_tools.spec import MonitoringLogin, Spec, Tenant
 from sharedpg_tools.tenant import Ensurer, Outcome, login_works, provisioning_lock
 from sharedpg_tools.vault import Vault
 
@@ -35,8 +37,8 @@ class Credentials:
         self.advertised = advertised
         self.dry_run = dry_run
 
-    def password_for(self, tenant: Tenant) -> tuple[str, str]:
-        """The tenant's password and, for the report, where it came from (never the password itself).
+    def password_for(self, tenant: Tenant | MonitoringLogin) -> tuple[str, str]:
+        """The login's password and, for the report, where it came from (never the password itself).
 
         :raises SharedpgError: when no source has it (ConfigError), or Vault keeps failing.
         """
@@ -62,9 +64,9 @@ class Credentials:
             "or pass --password-dir"
         )
 
-    def _from_vault(self, tenant: Tenant) -> tuple[str, str]:
+    def _from_vault(self, tenant: Tenant | MonitoringLogin) -> tuple[str, str]:
         assert self.vault is not None
-        fields = {"username": tenant.role, "database": tenant.database, **self.advertised}
+        fields = {**tenant.vault_fields, **self.advertised}
         password, how = self.vault.ensure_password(tenant.vault_path, fields, passwords.generate, self.dry_run)
         return password, f"vault {tenant.vault_location} ({how})"
 
@@ -111,18 +113,49 @@ class TenantReport:
         return result
 
 
+class MonitorReport:
+    """The monitoring login's line in the report."""
+
+    def __init__(self, login: MonitoringLogin):
+        self.login = login
+        self.outcome: monitor.MonitorOutcome | None = None
+        self.source = ""
+        self.error: str | None = None
+        self.hint: str | None = None
+
+    @property
+    def action(self) -> str:
+        return "failed" if self.error else self.outcome.action if self.outcome else "pending"
+
+    def fail(self, exc: SharedpgError) -> None:
+        self.error, self.hint = str(exc), exc.hint
+
+    def as_dict(self, dry_run: bool) -> dict[str, Any]:
+        result: dict[str, Any] = {"role": self.login.role, "action": self.action, "secret": self.login.vault_location,
+                                  "password_source": self.source,
+                                  "changes": self.outcome.changes if self.outcome else []}  # fmt: skip
+        if self.error:
+            result.update(error=self.error, hint=self.hint)
+        if dry_run and self.outcome:
+            result["statements"] = self.outcome.statements
+        return result
+
+
 def run(spec: Spec, fuses: Mapping[str, bool], target: Target, credentials: Credentials, dry_run: bool,
-        maintenance_db: str, lock_timeout: float) -> list[TenantReport]:  # fmt: skip
-    """Ensure every tenant; never raises for one tenant's failure (it is in its report).
+        maintenance_db: str, lock_timeout: float) -> tuple[list[TenantReport], MonitorReport | None]:  # fmt: skip
+    """Ensure every tenant, then the monitoring login; never raises for one's failure (it is in its report).
 
     :raises SharedpgError: when the admin cannot connect or the lock cannot be had.
     """
     log = logs.get_logger(command="bootstrap")
     reports = [TenantReport(t, fuses.get(t.stack, False)) for t in spec.tenants]
+    watcher = MonitorReport(spec.monitoring) if spec.monitoring else None
     secrets: dict[str, str] = {}
-    for report in reports:  # Vault round trips before taking the server's lock
+    every: list[TenantReport | MonitorReport] = [*reports, *([watcher] if watcher else [])]
+    for report in every:  # Vault round trips before taking the server's lock
+        login = report.tenant if isinstance(report, TenantReport) else report.login
         try:
-            secrets[report.tenant.name], report.source = credentials.password_for(report.tenant)
+            secrets[login.name], report.source = credentials.password_for(login)
         except SharedpgError as exc:
             report.fail(exc)
     with (
@@ -140,11 +173,38 @@ def run(spec: Spec, fuses: Mapping[str, bool], target: Target, credentials: Cred
                 _ensure_one(conn, report, secrets[report.tenant.name], dry_run, target)
             except Interrupted as exc:
                 interrupted = exc
+        if watcher is not None and watcher.error is None and interrupted is None:
+            _ensure_monitor(conn, watcher, secrets[watcher.login.name], dry_run, target)
     if not dry_run and interrupted is None:
         _verify_logins([r for r in reports if r.error is None], secrets, target)
     for report in reports:
         _log(report, dry_run, log)
-    return reports
+    if watcher is not None:
+        _log_monitor(watcher, dry_run, log)
+    return reports, watcher
+
+
+def _ensure_monitor(conn: psycopg.Connection[Any], report: MonitorReport, password: str, dry_run: bool,
+                    target: Target) -> None:  # fmt: skip
+    try:
+        with interrupts.deferred():
+            report.outcome = monitor.ensure(conn, report.login, password, dry_run, target)
+    except psycopg.Error as exc:
+        report.fail(db.explain(exc))
+    except SharedpgError as exc:
+        report.fail(exc)
+    if report.error is None and not dry_run and not login_works(target, report.login.role, password, conn.info.dbname):
+        report.fail(SharedpgError(f"{report.login.role} cannot log in with the password just set",
+                                  "check pg_hba.conf for this role and the maintenance database"))  # fmt: skip
+
+
+def _log_monitor(report: MonitorReport, dry_run: bool, log: Any) -> None:
+    role = report.login.role
+    if report.error:
+        log.error("monitoring login failed", role=role, error=report.error, hint=report.hint)
+    elif not dry_run:
+        for change in report.outcome.changes if report.outcome else []:
+            log.info(change, role=role)
 
 
 def _ensure_one(conn: psycopg.Connection[Any], report: TenantReport, password: str, dry_run: bool,

@@ -20,7 +20,8 @@ if TYPE_CHECKING:
     from sharedpg_tools.tenant import TenantSpec
 
 STACKS = ("backstage", "cicd", "policies", "observability")
-_TOP_KEYS = {"server", "admin_headroom", "connection_limit_margin", "vault", "tenants"}
+_TOP_KEYS = {"server", "admin_headroom", "connection_limit_margin", "vault", "tenants", "monitoring"}
+_MONITORING_KEYS = {"role", "connection_limit", "vault_path", "password_file", "password_env"}
 _SERVER_KEYS = {"max_connections", "superuser_reserved_connections", "reserved_connections"}
 _VAULT_KEYS = {"mount"}
 _TENANT_KEYS = {"name", "stack", "role", "database", "pool", "replicas", "pool_multiplier", "connection_limit",
@@ -90,11 +91,38 @@ class Tenant:
     def vault_location(self) -> str:
         return f"{self.vault_mount}/{self.vault_path}"
 
+    @property
+    def vault_fields(self) -> dict[str, str]:
+        """What the Vault secret holds beside the password (the ExternalSecrets template from them)."""
+        return {"username": self.role, "database": self.database}
+
     def tenant_spec(self, password: str | None) -> TenantSpec:
         from sharedpg_tools.tenant import TenantSpec  # psycopg: only where tenants are ensured
 
         return TenantSpec(self.name, self.role, self.database, password, self.connection_limit, self.settings,
                           self.encoding, self.extensions, self.adopt_database_from)  # fmt: skip
+
+
+class MonitoringLogin:
+    """The login serve-metrics connects as: a member of pg_monitor, with no database of its own. Its one
+    connection comes out of the spec's admin_headroom; ``connection_limit`` caps it."""
+
+    def __init__(self, raw: dict[str, Any], mount: str):
+        self.role: str = raw["role"]
+        self.name = self.role  # a password directory's file is named after it, as a tenant's
+        self.connection_limit: int = raw.get("connection_limit", 2)
+        self.vault_mount = mount
+        self.vault_path: str = raw.get("vault_path", "database/shared-postgresql/monitoring")
+        self.password_file: str | None = raw.get("password_file")
+        self.password_env: str | None = raw.get("password_env")
+
+    @property
+    def vault_location(self) -> str:
+        return f"{self.vault_mount}/{self.vault_path}"
+
+    @property
+    def vault_fields(self) -> dict[str, str]:
+        return {"username": self.role}
 
 
 class Spec:
@@ -108,6 +136,7 @@ class Spec:
         margin: int = raw.get("connection_limit_margin", 2)
         mount: str = (raw.get("vault") or {}).get("mount", "secret")
         self.tenants = [Tenant(t, margin, mount) for t in raw["tenants"]]
+        self.monitoring = MonitoringLogin(raw["monitoring"], mount) if raw.get("monitoring") else None
 
     @property
     def total_budget(self) -> int:
@@ -209,6 +238,8 @@ def validate(raw: Any, check_capacity: bool = True) -> list[str]:
     seen: dict[str, set[str]] = {"name": set(), "role": set(), "database": set()}
     for index, tenant in enumerate(raw["tenants"]):
         problems += _tenant_problems(index, tenant, seen)
+    if raw.get("monitoring") is not None:
+        problems += _monitoring_problems(raw["monitoring"], seen["role"])
     if not problems and server and check_capacity:
         spec = Spec(raw)
         assert spec.capacity is not None
@@ -219,6 +250,25 @@ def validate(raw: Any, check_capacity: bool = True) -> list[str]:
                 f"{spec.total_budget + spec.admin_headroom} exceed the {spec.capacity.usable} usable slots "
                 f"({spec.capacity.describe()}): lower pools or raise max_connections"
             )
+    return problems
+
+
+def _monitoring_problems(monitoring: Any, tenant_roles: set[str]) -> list[str]:
+    if not isinstance(monitoring, dict) or not isinstance(monitoring.get("role"), str):
+        return ["monitoring needs a 'role' (the login serve-metrics uses), e.g. monitoring: {role: sharedpg_monitor}"]
+    problems = [f"monitoring: unknown key {k!r} (known: {', '.join(sorted(_MONITORING_KEYS))})"
+                for k in monitoring if k not in _MONITORING_KEYS]  # fmt: skip
+    try:
+        check_name("monitoring role", monitoring["role"])
+    except ConfigError as exc:
+        problems.append(f"monitoring: {exc}")
+    if monitoring["role"] in tenant_roles:
+        problems.append(f"monitoring: role {monitoring['role']!r} is a tenant's: the monitoring login needs its own")
+    if "connection_limit" in monitoring and not _int(monitoring["connection_limit"], 1):
+        problems.append("monitoring: connection_limit must be a whole number >= 1")
+    for key in ("vault_path", "password_file", "password_env"):
+        if key in monitoring and not isinstance(monitoring[key], str):
+            problems.append(f"monitoring: {key} must be a string, not {monitoring[key]!r}")
     return problems
 
 

@@ -25,7 +25,7 @@ import contextlib
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 from psycopg import sql
@@ -118,10 +118,17 @@ class Outcome:
         }
 
 
-class _Session:
+class Record(Protocol):
+    """Where a Session records what it did (a tenant's Outcome, the monitoring login's)."""
+
+    changes: list[str]
+    statements: list[str]
+
+
+class Session:
     """The admin's autocommit connection: reads the catalog, and runs (or, dry, records) DDL."""
 
-    def __init__(self, conn: psycopg.Connection[Any], outcome: Outcome, dry_run: bool):
+    def __init__(self, conn: psycopg.Connection[Any], outcome: Record, dry_run: bool):
         self.conn = conn
         self.outcome = outcome
         self.dry_run = dry_run
@@ -162,7 +169,7 @@ class _Session:
             )
 
 
-def _integer(value: int) -> Statement:
+def integer(value: int) -> Statement:
     """An integer as SQL text (sql.Literal writes ' -1' for a negative one)."""
     return sql.SQL(str(int(value)))
 
@@ -232,7 +239,7 @@ class Ensurer:
     def __init__(self, conn: psycopg.Connection[Any], spec: TenantSpec, dry_run: bool, target: Target):
         self.spec = spec
         self.outcome = Outcome(spec)
-        self.s = _Session(conn, self.outcome, dry_run)
+        self.s = Session(conn, self.outcome, dry_run)
         self.target = target
         self._adopted = False
         self._existing_db: tuple[Any, ...] | None = None  # (owner, encoding) before this run, read by the preflight
@@ -314,7 +321,7 @@ class Ensurer:
             create = (
                 "CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS CONNECTION LIMIT {}"
             )
-            base = sql.SQL(create).format(role, _integer(spec.connection_limit))
+            base = sql.SQL(create).format(role, integer(spec.connection_limit))
             self.s.ddl(f"created role {spec.role}", base + password, base + shown)
             self.outcome.created = True
             self._mark(role)
@@ -352,7 +359,7 @@ class Ensurer:
         if drift:
             alter = "ALTER ROLE {} LOGIN NOCREATEDB NOCREATEROLE CONNECTION LIMIT {}"
             self.s.ddl(f"altered role {spec.role}: {', '.join(drift)}",
-                       sql.SQL(alter).format(role, _integer(spec.connection_limit)))  # fmt: skip
+                       sql.SQL(alter).format(role, integer(spec.connection_limit)))  # fmt: skip
         if spec.password is not None and not self._password_matches():
             self.s.ddl(
                 f"set the password of role {spec.role}",

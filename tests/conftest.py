@@ -17,6 +17,7 @@ pytest_plugins = [
     "tests.fix_servers",
     "tests.fix_proxy",
     "tests.fix_roles",
+    "tests.fix_exporter",
     "tests.fix_openbao",
     "tests.fix_image",
     "tests.fix_legacy",

@@ -8,4 +8,5 @@ path "secret/data/cicd/argo_workflows/postgres" { capabilities = ["read"] }
 path "secret/data/policies/policyreporter/postgres" { capabilities = ["read"] }
 path "secret/data/observability/grafana/postgres" { capabilities = ["read"] }
 path "secret/data/database/shared-postgresql/admin" { capabilities = ["read"] }
+path "secret/data/database/shared-postgresql/monitoring" { capabilities = ["read"] }
 path "secret/data/cicd/sonarqube/monitoring" { capabilities = ["read"] }

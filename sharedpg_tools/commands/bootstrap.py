@@ -66,7 +66,8 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     policy = policy_from_args(args)
     target = target_from_args(args, ctx)
     if args.no_vault and not args.password_dir:
-        sourceless = [t.name for t in tenants.tenants if not t.password_file and not t.password_env]
+        logins: list[spec.Tenant | spec.MonitoringLogin] = [*tenants.tenants, *filter(None, [tenants.monitoring])]
+        sourceless = [t.name for t in logins if not t.password_file and not t.password_env]
         if sourceless:
             raise ConfigError(f"--no-vault: no password source for {', '.join(sourceless)}: give --password-dir DIR, "
                               "or password_file / password_env for each in the spec")  # fmt: skip
@@ -88,10 +89,10 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         "port": str(args.advertised_port or ready.target.get("port", "")),
     }
     credentials = bootstrap.Credentials(vault, ctx.environ, args.password_dir, advertised, args.dry_run)
-    reports = bootstrap.run(tenants, fuse_values, target, credentials, args.dry_run, args.maintenance_db,
-                            args.lock_timeout)  # fmt: skip
-    _report(args.output, reports, fuse_values, args.dry_run)
-    return max((r.exit_code for r in reports), default=0)
+    reports, watcher = bootstrap.run(tenants, fuse_values, target, credentials, args.dry_run, args.maintenance_db,
+                                     args.lock_timeout)  # fmt: skip
+    _report(args.output, reports, watcher, fuse_values, args.dry_run)
+    return max((r.exit_code for r in reports), default=0)  # the monitoring login's failure does not hold apps
 
 
 def _plan(output: str, tenants: spec.Spec, fuse_values: dict[str, bool]) -> int:
@@ -124,10 +125,13 @@ def _plan(output: str, tenants: spec.Spec, fuse_values: dict[str, bool]) -> int:
     return ExitCode.OK if needed else ExitCode.NOT_READY
 
 
-def _report(output: str, reports: list[bootstrap.TenantReport], fuse_values: dict[str, bool], dry_run: bool) -> None:
+def _report(output: str, reports: list[bootstrap.TenantReport], watcher: bootstrap.MonitorReport | None,
+            fuse_values: dict[str, bool], dry_run: bool) -> None:  # fmt: skip
     ok = all(r.error is None for r in reports)
     if output == "json":
         result = {"ok": ok, "dry_run": dry_run, "fuses": fuse_values, "tenants": [r.as_dict(dry_run) for r in reports]}
+        if watcher is not None:
+            result["monitoring"] = watcher.as_dict(dry_run)
         lines = [json.dumps(result, ensure_ascii=False)]
     else:
         lines = []
@@ -138,6 +142,12 @@ def _report(output: str, reports: list[bootstrap.TenantReport], fuse_values: dic
             lines.append(line + (f"  ERROR: {r.error}" if r.error else ""))
             if dry_run and r.outcome:
                 lines += [f"    {statement};" for statement in r.outcome.statements]
+        if watcher is not None:
+            w = watcher
+            line = f"{w.login.role:<16} {'monitor':<8} {w.action:<9} limit {w.login.connection_limit:<4} {w.source}"
+            lines.append(line + (f"  ERROR: {w.error}" if w.error else ""))
+            if dry_run and watcher.outcome:
+                lines += [f"    {statement};" for statement in watcher.outcome.statements]
         failed = [r.tenant.name for r in reports if r.error]
         summary = f"bootstrap: {len(reports) - len(failed)} of {len(reports)} tenants ready"
         summary += (f"; failed: {', '.join(failed)}" if failed else "") + (" (dry run)" if dry_run else "")

@@ -35,6 +35,8 @@ class Platform:
         for index in range(tenants):  # extra generated tenants, to make a run longer
             raw["tenants"].append({"name": f"extra{index}_{self.suffix}", "stack": "cicd", "pool": {"max": 1}})
         raw.pop("server")  # the test servers have their own capacity
+        self.monitor_role = f"monitor_{self.suffix}"
+        raw["monitoring"]["role"] = self.monitor_role  # the tests that want it drop it (it is no tenant)
         self.raw = raw
         self.spec = tmp / "tenants.yaml"
         self.spec.write_text(yaml.safe_dump(raw))
@@ -43,6 +45,11 @@ class Platform:
     @property
     def names(self) -> list[str]:
         return [t["name"] for t in self.raw["tenants"]]
+
+    @property
+    def roles(self) -> list[str]:
+        """Every role a run makes: the tenants' and the monitoring login's (what a test drops)."""
+        return [*self.names, self.monitor_role]
 
     def args(self, *extra: str, vault: OpenBao | None = None) -> list[str]:
         args = ["bootstrap", "--spec", str(self.spec), "--dsn", self.pg.conninfo(self.admin), "--output", "json"]
@@ -79,7 +86,7 @@ class Platform:
 def platform(cli: Cli, pg: Server, admin: str, tmp_path: Path) -> Iterator[Platform]:
     made = Platform(cli, pg, admin, tmp_path)
     yield made
-    pg.drop_tenants(made.names)
+    pg.drop_tenants(made.roles)
 
 
 def by_tenant(result: Result) -> dict[str, dict[str, Any]]:
@@ -293,4 +300,4 @@ def test_a_signal_mid_run_stops_between_statements_and_a_rerun_finishes(
         for name in platform.names:
             platform.login(name)
     finally:
-        pg.drop_tenants(platform.names)
+        pg.drop_tenants(platform.roles)

@@ -46,7 +46,8 @@ AUTOMATIC = {"ServiceAccount": "default", "ConfigMap": "kube-root-ca.crt"}  # ma
 
 def expected_apps(fuses: dict[str, bool], profile: str = "full") -> set[str]:
     active = [n for n, a in ROOT_VALUES["apps"].items() if fuses[a["stack"]] and profile in a["profiles"]]
-    plumbing = {"shared-postgresql", "sharedpg-bootstrap"} if any(fuses.values()) else set()
+    watch = {"sharedpg-monitoring"} if ROOT_VALUES["monitoring"]["enabled"] else set()
+    plumbing = {"shared-postgresql", "sharedpg-bootstrap", *watch} if any(fuses.values()) else set()
     return plumbing | set(active) | {f"{n}-secrets" for n in active}
 
 
@@ -69,7 +70,8 @@ def test_pragmatic_profile_is_backstage_and_sonarqube_on_their_own_spec(renderer
     docs = renderer.root(fuses, "pragmatic")
     apps = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Application"}
     assert set(apps) == expected_apps(fuses, "pragmatic")
-    assert set(apps) - {"shared-postgresql", "sharedpg-bootstrap"} == {"backstage", "backstage-secrets", "sonarqube",
+    plumbing = {"shared-postgresql", "sharedpg-bootstrap", "sharedpg-monitoring"}
+    assert set(apps) - plumbing == {"backstage", "backstage-secrets", "sonarqube",
                                                                        "sonarqube-secrets"}  # fmt: skip
     [tenants] = [d for d in renderer.application(apps["sharedpg-bootstrap"]) if d["kind"] == "ConfigMap"]
     assert [t["name"] for t in yaml.safe_load(tenants["data"]["tenants.yaml"])["tenants"]] == ["backstage", "sonarqube"]
@@ -351,7 +353,9 @@ def _vault_writes(placed: Placed) -> set[str]:
         if args[:1] == ["admin-secret"]:
             written.add(args[args.index("--vault-path") + 1])
         if args[:1] == ["bootstrap"]:
-            written |= {t.vault_path for t in spec_module.load(None).tenants}
+            spec = spec_module.load(None)
+            written |= {t.vault_path for t in spec.tenants}
+            written |= {spec.monitoring.vault_path} if spec.monitoring else set()
     return written
 
 

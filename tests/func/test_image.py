@@ -112,7 +112,7 @@ def test_bootstrap_no_vault_from_the_image_writes_only_its_emptydir(image_cli: I
             platform.login(name)
         platform.assert_no_password_printed(result)
     finally:
-        pg.drop_tenants(platform.names)
+        pg.drop_tenants(platform.roles)
 
 
 def test_check_pool_from_the_image_text_and_prometheus(image_cli: ImageCli, pg: Server) -> None:

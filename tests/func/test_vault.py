@@ -34,7 +34,7 @@ VAULT_SNIPPETS = ROOT / "k8s-snippets" / "vault"
 def platform(cli: Cli, pg: Server, tmp_path: Path) -> Iterator[Platform]:
     made = Platform(cli, pg, pg.superuser, tmp_path)
     yield made
-    pg.drop_tenants(made.names)
+    pg.drop_tenants(made.roles)
 
 
 def path_of(platform: Platform, name: str) -> str:
@@ -182,7 +182,7 @@ def test_a_token_revoked_mid_run_leaves_no_tenant_half_made(cli: Cli, pg: Server
         for name in platform.names:
             platform.login(name, openbao)
     finally:
-        pg.drop_tenants(platform.names)
+        pg.drop_tenants(platform.roles)
 
 
 def test_sealed_until_the_deadline_is_exit_1_with_a_hint(platform: Platform, openbao_tls: OpenBao) -> None:
@@ -301,15 +301,16 @@ def hcl_paths(name: str) -> dict[str, list[str]]:
     }
 
 
-def test_the_bootstrap_policy_is_create_and_read_on_each_tenant_and_the_admin_secret_only() -> None:
+def test_the_bootstrap_policy_is_create_and_read_on_each_login_and_the_admin_secret_only() -> None:
     policy = hcl_paths("sharedpg-bootstrap.hcl")
+    spec = spec_module.load(None)
+    assert spec.monitoring is not None
     [(_, hook)] = [(p, d) for p, d in objects("Job") if d["metadata"]["name"] == "sharedpg-admin-secret"]
     pod = hook["spec"]["template"]["spec"]
     created = {c["args"][c["args"].index("--vault-path") + 1] for c in pod["initContainers"] + pod["containers"]}
     assert ADMIN_PATH in created
-    wanted = {f"secret/data/{t.vault_path}" for t in spec_module.load(None).tenants} | {
-        f"secret/data/{p}" for p in created
-    }
+    logins = [*spec.tenants, spec.monitoring]
+    wanted = {f"secret/data/{t.vault_path}" for t in logins} | {f"secret/data/{p}" for p in created}
     assert set(policy) == wanted
     assert all(caps == ["create", "read"] for caps in policy.values())
 
@@ -355,9 +356,12 @@ def test_the_job_bootstraps_with_its_own_role_and_external_secrets_reads_what_it
     assert env["SHAREDPG_VAULT_K8S_ROLE"] == "sharedpg-bootstrap" and "VAULT_TOKEN" not in env
     args = [a if a != "/etc/sharedpg/tenants.yaml" else str(spec_path) for a in container["args"]]
     tenants = spec_module.load(None).tenants
+    watcher = spec_module.load(None).monitoring
+    assert watcher is not None
     try:
         result = cli(*args, "--output", "json", env=env, timeout=120)
         assert result.code == 0, result
+        assert "error" not in result.result()["monitoring"], result.result()["monitoring"]
         [(_, hook)] = [(p, d) for p, d in objects("Job") if d["metadata"]["name"] == "sharedpg-admin-secret"]
         hook_pod = hook["spec"]["template"]["spec"]
         assert hook_pod["serviceAccountName"] == job["spec"]["template"]["spec"]["serviceAccountName"]
@@ -386,6 +390,7 @@ def test_the_job_bootstraps_with_its_own_role_and_external_secrets_reads_what_it
         provider = store["spec"]["provider"]["vault"]
         assert provider["version"] == "v2" and provider["auth"]["kubernetes"]["role"] == "external-secrets"
         login_as = {t.vault_path: t for t in tenants}
+        monitor_checked = False
         for _, external in objects("ExternalSecret"):
             for ref in external["spec"]["data"]:
                 key, prop = ref["remoteRef"]["key"], ref["remoteRef"]["property"]
@@ -398,6 +403,11 @@ def test_the_job_bootstraps_with_its_own_role_and_external_secrets_reads_what_it
                         pass
                 if key == ADMIN_PATH and prop == "username":
                     assert data[prop] == "postgres"
+                if key == watcher.vault_path and prop == "password":  # serve-metrics' login, as it logs in
+                    with psycopg.connect(pg.conninfo(data["username"]), password=data[prop]) as conn:
+                        assert conn.execute("SELECT pg_has_role('pg_monitor', 'MEMBER')").fetchone() == (True,)
+                    monitor_checked = True
+        assert monitor_checked, "the monitoring login's ExternalSecret was not among those resolved"
         assert _denied(lambda: eso.secrets.kv.v2.create_or_update_secret(path=first, secret={}, mount_point="secret"))
         assert _denied(
             lambda: eso.secrets.kv.v2.read_secret_version(
@@ -405,7 +415,7 @@ def test_the_job_bootstraps_with_its_own_role_and_external_secrets_reads_what_it
             )
         )
     finally:
-        pg.drop_tenants([t.name for t in tenants])
+        pg.drop_tenants([t.name for t in tenants] + [watcher.role])
 
 
 def test_a_service_account_of_another_namespace_cannot_log_in_as_the_job(platform_vault: PlatformVault) -> None:
