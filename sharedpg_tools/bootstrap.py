@@ -186,9 +186,10 @@ def run(spec: Spec, fuses: Mapping[str, bool], target: Target, credentials: Cred
 
 def _ensure_monitor(conn: psycopg.Connection[Any], report: MonitorReport, password: str, dry_run: bool,
                     target: Target) -> None:  # fmt: skip
+    report.outcome = monitor.MonitorOutcome(report.login.role)
     try:
         with interrupts.deferred():
-            report.outcome = monitor.ensure(conn, report.login, password, dry_run, target)
+            monitor.ensure(conn, report.login, password, dry_run, target, report.outcome)
     except psycopg.Error as exc:
         report.fail(db.explain(exc))
     except SharedpgError as exc:

@@ -35,13 +35,13 @@ class MonitorOutcome:
         return "created" if self.created else "updated" if self.changes else "unchanged"
 
 
-def ensure(conn: psycopg.Connection[Any], login: MonitoringLogin, password: str, dry_run: bool,
-           target: Target) -> MonitorOutcome:  # fmt: skip
-    """Bring the monitoring login to what it should be.
+def ensure(conn: psycopg.Connection[Any], login: MonitoringLogin, password: str, dry_run: bool, target: Target,
+           outcome: MonitorOutcome) -> None:  # fmt: skip
+    """Bring the monitoring login to what it should be, recording each change in ``outcome`` as it is made
+    (so a failure half-way still says what was made).
 
     :raises PermanentError: for a role sharedpg must not change, or a GRANT the admin may not give.
     """
-    outcome = MonitorOutcome(login.role)
     s = Session(conn, outcome, dry_run)
     role = sql.Identifier(login.role)
     row = s.one(
@@ -79,7 +79,6 @@ def ensure(conn: psycopg.Connection[Any], login: MonitoringLogin, password: str,
                 f"a superuser runs GRANT pg_monitor TO {login.role} once (or GRANT pg_monitor TO <admin> WITH "
                 "ADMIN OPTION); serve-metrics exports sharedpg_hidden_sessions until then",
             ) from None
-    return outcome
 
 
 def _refuse(s: Session, name: str, row: tuple[Any, ...]) -> None:

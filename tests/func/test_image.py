@@ -25,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sharedpg_tools.localserver import free_port
 from tests.conftest import ROOT, Cli, Result
+from tests.fix_exporter import Exporter
 from tests.fix_image import BASE, Image, ImageCli, podman, podman_command, sandbox_run_flags
 from tests.fix_legacy import ROWS, Legacy
 from tests.fix_proxy import Proxy
@@ -122,6 +123,16 @@ def test_check_pool_from_the_image_text_and_prometheus(image_cli: ImageCli, pg: 
     assert prom.code == 0, prom
     families = {f.name: f for f in text_string_to_metric_families(prom.stdout)}
     assert families["sharedpg_usable_connections"].samples[0].value > 0
+
+
+def test_serve_metrics_from_the_image_is_scraped_and_stops_on_sigterm(image_cli: ImageCli, pg: Server) -> None:
+    port = free_port()
+    running = image_cli.start("serve-metrics", "--listen", f"127.0.0.1:{port}", "--dsn", pg.conninfo(),
+                              env={"PGPASSWORD": pg.password})  # fmt: skip
+    exporter = Exporter(running, port)
+    families = exporter.scrape()
+    assert families["sharedpg_up"][0].value == 1 and families["sharedpg_usable_connections"][0].value > 0
+    assert "Traceback" not in exporter.stop()  # SIGTERM through the runtime: exit 143
 
 
 @pytest.fixture

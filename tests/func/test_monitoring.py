@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 import yaml
+from psycopg import sql
 
 from scripts.doc_sections import every_metric_family
 from sharedpg_tools.localserver import free_port
@@ -307,3 +308,63 @@ def test_monitoring_off_renders_no_monitoring_application(renderer: Renderer, tm
     (chart / "values.yaml").write_text(yaml.safe_dump(values))
     names = {d["metadata"]["name"] for d in renderer.root(row_fuses((True, True, True, True)), chart=chart)}
     assert "sharedpg-monitoring" not in names and "sharedpg-bootstrap" in names
+
+
+def _run_with_monitor(cli: Cli, pg: Server, admin: str, tmp_path: Path, **monitoring: Any) -> tuple[Platform, Any]:
+    platform = Platform(cli, pg, admin, tmp_path)
+    platform.raw["monitoring"] |= monitoring
+    platform.spec.write_text(yaml.safe_dump(platform.raw))
+    return platform, platform.run()
+
+
+def test_the_monitoring_login_is_made_once_and_left_alone_after(cli: Cli, pg: Server, admin: str,
+                                                                tmp_path: Path) -> None:  # fmt: skip
+    """With a CREATEROLE admin on 16+ the GRANT is refused each run, saying what was made, until a superuser
+    runs the one GRANT the hint gives; from then on that admin's runs leave the login alone too."""
+    platform, first = _run_with_monitor(cli, pg, admin, tmp_path)
+    try:
+        assert first.code == 0, first
+        made = first.result()["monitoring"]
+        if admin != pg.superuser and pg.major >= 16:
+            assert made["action"] == "failed" and f"created role {platform.monitor_role}" in made["changes"], made
+            assert platform.run().result()["monitoring"]["action"] == "failed", "refused again, not half-done"
+            pg.admin_sql(made["hint"].split("a superuser runs ")[1].split(" once")[0])  # the fix it gives
+        else:
+            assert made["action"] == "created", made
+        again = platform.run()
+        assert again.code == 0 and again.result()["monitoring"]["action"] == "unchanged", again.result()
+        [(limit, comment)] = pg.admin_sql("SELECT rolconnlimit, shobj_description(oid, 'pg_authid') FROM pg_roles "
+                                          "WHERE rolname = %s", platform.monitor_role)  # fmt: skip
+        assert limit == 2 and comment == "sharedpg monitoring login"
+    finally:
+        pg.drop_tenants(platform.roles)
+
+
+@pytest.mark.parametrize(("setup", "needle"), [
+    ("CREATE ROLE {} LOGIN CREATEDB", "ALTER ROLE {} NOCREATEDB"),
+    ("CREATE ROLE {} LOGIN IN ROLE pg_read_all_data", "REVOKE pg_read_all_data FROM {}"),
+])  # fmt: skip
+def test_a_role_with_more_than_a_monitoring_login_may_have_is_refused_not_changed(
+    cli: Cli, pg: Server, tmp_path: Path, setup: str, needle: str
+) -> None:
+    platform = Platform(cli, pg, pg.superuser, tmp_path)
+    pg.admin_sql(sql.SQL(setup.replace("{}", "{role}")).format(role=sql.Identifier(platform.monitor_role)))
+    try:
+        result = platform.run()
+        assert result.code == 0, "the apps' tenants are made all the same"
+        watch = result.result()["monitoring"]
+        assert watch["action"] == "failed" and needle.format(platform.monitor_role) in watch["hint"], watch
+        assert "monitoring login failed" in result.stderr
+        members = pg.admin_sql("SELECT pg_has_role(%s, 'pg_monitor', 'MEMBER')", platform.monitor_role)
+        assert members == [(False,)], "nothing granted to a role that was refused"
+    finally:
+        pg.drop_tenants(platform.roles)
+
+
+def test_a_tenants_role_is_never_the_monitoring_login(cli: Cli, pg: Server, tmp_path: Path) -> None:
+    platform = Platform(cli, pg, pg.superuser, tmp_path)
+    platform.raw["monitoring"]["role"] = platform.names[0]
+    platform.spec.write_text(yaml.safe_dump(platform.raw))
+    result = platform.run()
+    assert result.code == 2 and len(result.log_lines) == 1, result
+    assert f"role '{platform.names[0]}' is a tenant's" in result.stderr

@@ -309,8 +309,8 @@ def test_the_bootstrap_policy_is_create_and_read_on_each_login_and_the_admin_sec
     pod = hook["spec"]["template"]["spec"]
     created = {c["args"][c["args"].index("--vault-path") + 1] for c in pod["initContainers"] + pod["containers"]}
     assert ADMIN_PATH in created
-    logins = [*spec.tenants, spec.monitoring]
-    wanted = {f"secret/data/{t.vault_path}" for t in logins} | {f"secret/data/{p}" for p in created}
+    paths = [t.vault_path for t in spec.tenants] + [spec.monitoring.vault_path]
+    wanted = {f"secret/data/{path}" for path in paths} | {f"secret/data/{p}" for p in created}
     assert set(policy) == wanted
     assert all(caps == ["create", "read"] for caps in policy.values())
 
