@@ -241,16 +241,25 @@ def _judge_role(report: Report, usage: RoleUsage, warn: float, crit: float, only
     if usage.limit > 0:
         share = usage.total / usage.limit
         level = Status.CRITICAL if share >= crit else Status.WARNING if share >= warn else None
-        if level is not None:
-            report.flag(level, f"role {name}: {usage.total} of its {usage.limit} connections ({share:.0%})",
+        # Within its budget a tenant is where the plan puts it: the spec's margin over the budget is small
+        # by design, so at a full pool the share of the limit alone is high (the soak: 83-91 %).
+        planned = usage.budget is not None and usage.total <= usage.budget and usage.total < usage.limit
+        if level is not None and not planned:
+            over = f", above its budget of {usage.budget}" if usage.budget is not None else ""
+            report.flag(level, f"role {name}: {usage.total} of its {usage.limit} connections ({share:.0%}){over}",
                         "the app's pool is near its limit: new connections will fail with 53300")  # fmt: skip
 
 
 def _judge_total(report: Report, warn: float, crit: float) -> None:
+    """WARNING at ``warn`` of the usable slots unless the spec plans for that many (its budgets); CRITICAL at
+    ``crit`` always: the admin headroom is then gone."""
     assert report.capacity is not None  # judged only after the server was read
     usable = report.capacity.usable
     share = report.total / usable if usable > 0 else 1.0
+    planned = sum(r.budget for r in report.roles.values() if r.budget is not None)
     level = Status.CRITICAL if share >= crit else Status.WARNING if share >= warn else None
+    if level is Status.WARNING and planned and report.total <= planned:
+        level = None
     if level is not None:
         report.flag(level, f"{report.total} of {usable} usable connections in use ({share:.0%})",
                     "lower pools, or raise max_connections; see each role's usage")  # fmt: skip
