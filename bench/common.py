@@ -9,7 +9,8 @@ import shutil
 import statistics
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sharedpg_tools import localserver
@@ -107,18 +108,29 @@ def compare(commands: dict[str, list[str]], env: dict[str, str], runs: int, pyth
         print(f"{name:<{width}} {cpu * 1000:>8.1f} {wall * 1000:>8.1f} {rss:>8.1f} {ratios}")
 
 
-def compare_main(doc: str, commands_for: Callable[[localserver.LocalServer, str], dict[str, list[str]]]) -> int:
-    """A whole side-by-side benchmark: options, a throwaway server, the commands ``commands_for(server,
-    sharedpg)`` returns (the first is the baseline), the table."""
+Bench = tuple[argparse.Namespace, str, localserver.LocalServer, dict[str, str]]
+
+
+@contextmanager
+def bench_server(doc: str, runs: int) -> Iterator[Bench]:
+    """A benchmark's options (with ``--runs``), the sharedpg it measures, and a throwaway server (SCRAM, on
+    loopback) with the environment its clients get."""
     parser = parser_for(doc)
-    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=runs)
     args = parser.parse_args()
     installation, sharedpg = subjects(args)
     password = secrets.token_urlsafe(18)
     with localserver.LocalServer(installation, password) as server:
+        yield args, sharedpg, server, client_env(password)
+
+
+def compare_main(doc: str, commands_for: Callable[[localserver.LocalServer, str], dict[str, list[str]]]) -> int:
+    """A whole side-by-side benchmark: options, a throwaway server, the commands ``commands_for(server,
+    sharedpg)`` returns (the first is the baseline), the table."""
+    with bench_server(doc, 10) as (args, sharedpg, server, env):
         print(
-            f"PostgreSQL {server.major} ({installation.source}) on loopback, SCRAM login, median of {args.runs} "
-            f"alternated runs; Python {sys.version.split()[0]}; base = the first row"
+            f"PostgreSQL {server.major} ({server.installation.source}) on loopback, SCRAM login, median of "
+            f"{args.runs} alternated runs; Python {sys.version.split()[0]}; base = the first row"
         )
-        compare(commands_for(server, sharedpg), client_env(password), args.runs)
+        compare(commands_for(server, sharedpg), env, args.runs)
     return 0

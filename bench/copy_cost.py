@@ -11,7 +11,6 @@ and prints the median wall time and MB/s (of the dump's size) of each. Run from 
 from __future__ import annotations
 
 import json
-import secrets
 import statistics
 import subprocess
 import sys
@@ -21,7 +20,6 @@ import psycopg
 
 from bench import common
 from bench.common import tool
-from sharedpg_tools import localserver
 
 FILL = """
 CREATE TABLE events (id bigserial PRIMARY KEY, kind text, payload text, at timestamptz DEFAULT now());
@@ -34,13 +32,8 @@ INSERT INTO files SELECT f, decode(string_agg(md5((f * 100000 + g)::text), ''), 
 
 
 def main() -> int:
-    parser = common.parser_for(__doc__)
-    parser.add_argument("--runs", type=int, default=3)
-    args = parser.parse_args()
-    installation, sharedpg = common.subjects(args)
-    password = secrets.token_urlsafe(18)
-    with localserver.LocalServer(installation, password) as server:
-        env = common.client_env(password)
+    with common.bench_server(__doc__, 3) as (args, sharedpg, server, env):
+        password, installation = server.password, server.installation
         with psycopg.connect(server.conninfo(), password=password, autocommit=True) as conn:
             conn.execute("CREATE DATABASE old_app")
         with psycopg.connect(server.conninfo(dbname="old_app"), password=password, autocommit=True) as conn:

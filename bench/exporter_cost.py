@@ -15,7 +15,6 @@ Targets (issue 16): a scrape <= 1.5x psql's CPU; the idle exporter <= 40 MiB.
 from __future__ import annotations
 
 import os
-import secrets
 import statistics
 import subprocess
 import sys
@@ -48,13 +47,8 @@ def _scrape(url: str) -> None:
 
 
 def main() -> int:
-    parser = common.parser_for(__doc__ or "")
-    parser.add_argument("--runs", type=int, default=50)
-    args = parser.parse_args()
-    installation, sharedpg = common.subjects(args)
-    password = secrets.token_urlsafe(18)
-    with localserver.LocalServer(installation, password) as server:
-        env = common.client_env(password)
+    with common.bench_server(__doc__ or "", 50) as (args, sharedpg, server, env):
+        installation = server.installation
         port = localserver.free_port()
         exporter = subprocess.Popen([sharedpg, "serve-metrics", "--cache", "0", "--listen", f"127.0.0.1:{port}",
                                      "--dsn", server.conninfo()], env=env, stderr=subprocess.DEVNULL)  # fmt: skip

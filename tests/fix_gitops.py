@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
-from tests.fix_servers import in_ci
+from tests.fix_servers import missing
 
 SNIPPETS = ROOT / "k8s-snippets"
 CHARTS = ROOT / "tests" / "data" / "charts"
@@ -176,8 +176,5 @@ def row_fuses(row: tuple[bool, ...]) -> dict[str, bool]:
 @pytest.fixture(scope="session")
 def renderer(tmp_path_factory: pytest.TempPathFactory) -> Renderer:
     if not (TOOLS / "helm").exists() or not (TOOLS / "kubectl").exists():
-        message = "helm and kubectl are missing: run scripts/k8s-tools.sh (scripts/test.sh does)"
-        if in_ci():
-            pytest.fail(message)
-        pytest.skip(message)
+        missing("helm and kubectl are missing: run scripts/k8s-tools.sh (scripts/test.sh does)")
     return Renderer(tmp_path_factory.mktemp("gitops"))

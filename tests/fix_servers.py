@@ -17,7 +17,7 @@ import secrets
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import psycopg
 import pytest
@@ -115,14 +115,24 @@ def server_params() -> list[str]:
     return params
 
 
-def start_local(major: int, settings: dict[str, str] | None = None) -> Server:
-    """Start a fresh local server of ``major``; skip (or fail in CI) when its binaries are missing."""
+def missing(message: str) -> NoReturn:
+    """What the suite needs is not here: skip the test, or fail it in CI, where everything must run."""
+    if in_ci():
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def installation_of(major: int) -> localserver.Installation:
+    """The local server binaries of ``major``, or ``missing``."""
     installation = localserver.find(major)
     if installation is None:
-        message = f"PostgreSQL {major} binaries not found (see README: Tests)"
-        if in_ci():
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"PostgreSQL {major} binaries not found (see README: Tests)")
+    return installation
+
+
+def start_local(major: int, settings: dict[str, str] | None = None) -> Server:
+    """Start a fresh local server of ``major``; skip (or fail in CI) when its binaries are missing."""
+    installation = installation_of(major)
     password = secrets.token_urlsafe(18)
     # 16+: reserve slots for pg_use_reserved_connections, so check-pool must subtract them
     reserved = {"reserved_connections": str(RESERVED_16)} if major >= 16 else {}

@@ -27,7 +27,7 @@ from tests.conftest import ROOT, Cli
 from tests.fix_exporter import Exporter, Start
 from tests.fix_gitops import SCHEMAS, SNIPPETS, Renderer, _annotation, row_fuses
 from tests.fix_roles import Tenant, make
-from tests.fix_servers import Server, in_ci
+from tests.fix_servers import Server, missing
 from tests.func.test_bootstrap import Platform
 from tests.func.test_check_pool import spec_file
 from tests.func.test_k8s_snippets import objects, resolve_env
@@ -40,10 +40,7 @@ RULE_TESTS = ROOT / "tests" / "data" / "prometheus" / "rules-test.yaml"
 def _tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        message = f"{name} not installed (Debian's prometheus package; scripts/test.sh installs it as root)"
-        if in_ci():
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"{name} not installed (Debian's prometheus package; scripts/test.sh installs it as root)")
     return path
 
 

