@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 
 EPILOG = """exit codes (Nagios, live and --offline alike; the JSON exit_code is the same number):
   0    OK
-  1    WARNING: a tenant or the server at --warn of its limit; a limit drifted from the spec
+  1    WARNING: a tenant or the server at --warn of its limit (with --spec: and beyond its budget);
+       a limit drifted from the spec
   2    CRITICAL: at --crit of a limit (offline: the spec's budgets do not fit the server's slots)
   3    UNKNOWN: cannot tell (no connection, other roles' sessions hidden from this role, an unknown
        --role) or invalid input
@@ -62,7 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser, environ: Any) -> None:
 
 
 def add_threshold_arguments(opts: EnvDefaults) -> None:
-    opts.add("--warn", type=_fraction, default=0.8, metavar="FRACTION", help="WARNING at this share of a limit")
+    opts.add("--warn", type=_fraction, default=0.8, metavar="FRACTION",
+             help="WARNING at this share of a limit (not for a tenant within its --spec budget)")  # fmt: skip
     opts.add("--crit", type=_fraction, default=0.95, metavar="FRACTION", help="CRITICAL at this share of a limit")
 
 
