@@ -12,6 +12,7 @@ from typing import Any
 
 from psycopg import sql
 
+from sharedpg_tools.localserver import free_port
 from tests.conftest import Cli
 from tests.fix_exporter import Start
 from tests.fix_proxy import Proxy
@@ -115,3 +116,30 @@ def test_bad_listen_addresses_are_one_line_usage_errors(cli: Cli, pg: Server) ->
         taken.listen()
         result = cli("serve-metrics", "--listen", f"127.0.0.1:{taken.getsockname()[1]}", "--dsn", pg.conninfo())
     assert result.code == 2 and "choose a free port" in result.stderr and len(result.log_lines) == 1, result
+
+
+def test_a_rotated_password_is_read_from_its_file_on_the_next_scrape(
+    start_exporter: Start, cli: Cli, pg: Server, tenants: list[Tenant], tmp_path: Path
+) -> None:
+    """The Secret's file changes when the ExternalSecret refreshes: the exporter logs in with the new password
+    without a restart (and, between the role's change and the file's, says it cannot read the server)."""
+    monitor = make(tenants, pg, cli)
+    pg.admin_sql(sql.SQL("GRANT pg_monitor TO {}").format(sql.Identifier(monitor.name)))
+    secret = tmp_path / "password"
+    secret.write_text(monitor.password)
+    exporter = start_exporter(pg.conninfo(monitor.name), "", "--cache", "0", "--password-file", str(secret))
+    assert exporter.scrape()["sharedpg_up"][0].value == 1
+    rotated = monitor.password[::-1] + "x"
+    cli.secrets.add(rotated)
+    pg.admin_sql(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(monitor.name), sql.Literal(rotated)))
+    assert exporter.scrape()["sharedpg_up"][0].value == 0
+    secret.write_text(rotated)
+    assert exporter.scrape()["sharedpg_up"][0].value == 1
+    assert "password authentication failed" in exporter.stop()
+
+
+def test_an_unreadable_spec_is_a_one_line_usage_error(cli: Cli, pg: Server, tmp_path: Path) -> None:
+    (tmp_path / "spec.yaml").write_text("tenants: [{name: a, stack: nope, pool: {max: 1}}]\n")
+    for spec in (str(tmp_path / "missing.yaml"), str(tmp_path / "spec.yaml")):
+        result = cli("serve-metrics", "--listen", f"127.0.0.1:{free_port()}", "--spec", spec, "--dsn", pg.conninfo())
+        assert result.code == 2 and len(result.log_lines) == 1 and spec in result.stderr, result
