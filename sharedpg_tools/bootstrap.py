@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import psycopg
 
@@ -23,6 +23,16 @@ from sharedpg_tools.settings import Target, read_password_file
 from sharedpg_tools.spec import MonitoringLogin, Spec, Tenant
 from sharedpg_tools.tenant import Ensurer, Outcome, login_works, provisioning_lock
 from sharedpg_tools.vault import Vault
+
+
+class _Acted(Protocol):
+    """What ensuring a login returns (a tenant's Outcome, the monitoring login's MonitorOutcome)."""
+
+    @property
+    def action(self) -> str: ...
+
+
+OutcomeT = TypeVar("OutcomeT", bound=_Acted)
 
 
 class Credentials:
@@ -71,24 +81,35 @@ class Credentials:
         return password, f"vault {tenant.vault_location} ({how})"
 
 
-class TenantReport:
-    """One tenant's line in the report."""
+class LoginReport(Generic[OutcomeT]):
+    """What a login's line in the report holds: its outcome, where its password came from, its error."""
 
-    def __init__(self, tenant: Tenant, active: bool):
-        self.tenant = tenant
-        self.active = active
-        self.outcome: Outcome | None = None
+    def __init__(self) -> None:
+        self.outcome: OutcomeT | None = None
         self.source = ""
         self.error: str | None = None
         self.hint: str | None = None
-        self.exit_code = int(ExitCode.OK)
 
     @property
     def action(self) -> str:
         return "failed" if self.error else self.outcome.action if self.outcome else "pending"
 
     def fail(self, exc: SharedpgError) -> None:
-        self.error, self.hint, self.exit_code = str(exc), exc.hint, int(exc.exit_code)
+        self.error, self.hint = str(exc), exc.hint
+
+
+class TenantReport(LoginReport[Outcome]):
+    """One tenant's line in the report."""
+
+    def __init__(self, tenant: Tenant, active: bool):
+        super().__init__()
+        self.tenant = tenant
+        self.active = active
+        self.exit_code = int(ExitCode.OK)
+
+    def fail(self, exc: SharedpgError) -> None:
+        super().fail(exc)
+        self.exit_code = int(exc.exit_code)
 
     def as_dict(self, dry_run: bool) -> dict[str, Any]:
         t = self.tenant
@@ -113,22 +134,12 @@ class TenantReport:
         return result
 
 
-class MonitorReport:
-    """The monitoring login's line in the report."""
+class MonitorReport(LoginReport[monitor.MonitorOutcome]):
+    """The monitoring login's line in the report (its failure does not change the exit code)."""
 
     def __init__(self, login: MonitoringLogin):
+        super().__init__()
         self.login = login
-        self.outcome: monitor.MonitorOutcome | None = None
-        self.source = ""
-        self.error: str | None = None
-        self.hint: str | None = None
-
-    @property
-    def action(self) -> str:
-        return "failed" if self.error else self.outcome.action if self.outcome else "pending"
-
-    def fail(self, exc: SharedpgError) -> None:
-        self.error, self.hint = str(exc), exc.hint
 
     def as_dict(self, dry_run: bool) -> dict[str, Any]:
         result: dict[str, Any] = {"role": self.login.role, "action": self.action, "secret": self.login.vault_location,
@@ -194,7 +205,9 @@ def _ensure_monitor(conn: psycopg.Connection[Any], report: MonitorReport, passwo
         report.fail(db.explain(exc))
     except SharedpgError as exc:
         report.fail(exc)
-    if report.error is None and not dry_run and not login_works(target, report.login.role, password, conn.info.dbname):
+    if report.error or dry_run or report.outcome.login_proven:  # proven: its password just logged in
+        return
+    if not login_works(target, report.login.role, password, conn.info.dbname):
         report.fail(SharedpgError(f"{report.login.role} cannot log in with the password just set",
                                   "check pg_hba.conf for this role and the maintenance database"))  # fmt: skip
 

@@ -18,7 +18,7 @@ from psycopg import sql
 from sharedpg_tools.errors import PermanentError
 from sharedpg_tools.settings import Target
 from sharedpg_tools.spec import MonitoringLogin
-from sharedpg_tools.tenant import REDACTED, TENANT_MARK, Session, integer, login_works
+from sharedpg_tools.tenant import REDACTED, TENANT_MARK, Session, integer, login_works, scram_verifier
 
 MONITOR_MARK = "sharedpg monitoring login"
 
@@ -29,6 +29,7 @@ class MonitorOutcome:
         self.changes: list[str] = []
         self.statements: list[str] = []
         self.created = False
+        self.login_proven = False  # the password already logged in: no need to try it again
 
     @property
     def action(self) -> str:
@@ -49,7 +50,7 @@ def ensure(conn: psycopg.Connection[Any], login: MonitoringLogin, password: str,
         "shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = %s",
         login.role,
     )
-    verifier = conn.pgconn.encrypt_password(password.encode(), login.role.encode(), b"scram-sha-256").decode()
+    verifier = scram_verifier(conn, login.role, password)
     limit = integer(login.connection_limit)
     mark = None
     if row is None:
@@ -63,10 +64,9 @@ def ensure(conn: psycopg.Connection[Any], login: MonitoringLogin, password: str,
         if not row[5] or row[6] != login.connection_limit:
             s.ddl(f"altered role {login.role}: LOGIN CONNECTION LIMIT {login.connection_limit} (was {row[6]})",
                   sql.SQL("ALTER ROLE {} LOGIN CONNECTION LIMIT {}").format(role, limit))  # fmt: skip
-        if not login_works(target, login.role, password, conn.info.dbname):
-            s.ddl(f"set the password of role {login.role}",
-                  sql.SQL("ALTER ROLE {} PASSWORD {}").format(role, sql.Literal(verifier)),
-                  sql.SQL("ALTER ROLE {} PASSWORD {}").format(role, sql.Literal(REDACTED)))  # fmt: skip
+        outcome.login_proven = login_works(target, login.role, password, conn.info.dbname)
+        if not outcome.login_proven:
+            s.set_password(login.role, verifier)
     if mark != MONITOR_MARK:
         s.ddl(f"marked role {login.role} as sharedpg's monitoring login",
               sql.SQL("COMMENT ON ROLE {} IS {}").format(role, sql.Literal(MONITOR_MARK)))  # fmt: skip

@@ -168,6 +168,18 @@ class Session:
                 "the admin lacks the owner's privileges"
             )
 
+    def set_password(self, role: str, verifier: str) -> None:
+        """ALTER ROLE … PASSWORD with a verifier (``scram_verifier``), shown redacted in the statements."""
+        alter = sql.SQL("ALTER ROLE {} PASSWORD {}")
+        ident = sql.Identifier(role)
+        self.ddl(f"set the password of role {role}", alter.format(ident, sql.Literal(verifier)),
+                 alter.format(ident, sql.Literal(REDACTED)))  # fmt: skip
+
+
+def scram_verifier(conn: psycopg.Connection[Any], role: str, password: str) -> str:
+    """The SCRAM verifier of ``password``, computed here: the plaintext never reaches the server or its log."""
+    return conn.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256").decode()
+
 
 def integer(value: int) -> Statement:
     """An integer as SQL text (sql.Literal writes ' -1' for a negative one)."""
@@ -360,12 +372,8 @@ class Ensurer:
             alter = "ALTER ROLE {} LOGIN NOCREATEDB NOCREATEROLE CONNECTION LIMIT {}"
             self.s.ddl(f"altered role {spec.role}: {', '.join(drift)}",
                        sql.SQL(alter).format(role, integer(spec.connection_limit)))  # fmt: skip
-        if spec.password is not None and not self._password_matches():
-            self.s.ddl(
-                f"set the password of role {spec.role}",
-                sql.SQL("ALTER ROLE {} PASSWORD {}").format(role, sql.Literal(verifier)),
-                sql.SQL("ALTER ROLE {} PASSWORD {}").format(role, sql.Literal(REDACTED)),
-            )
+        if verifier is not None and not self._password_matches():
+            self.s.set_password(spec.role, verifier)
 
     def _mark_of(self, role: str) -> str | None:
         return self.s.value("SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = %s", role)  # type: ignore[no-any-return]
@@ -398,13 +406,9 @@ class Ensurer:
             )
 
     def _verifier(self) -> str | None:
-        """The SCRAM verifier, computed here: the plaintext never reaches the server or its log."""
         if self.spec.password is None:
             return None
-        raw = self.s.conn.pgconn.encrypt_password(
-            self.spec.password.encode(), self.spec.role.encode(), b"scram-sha-256"
-        )
-        return raw.decode()
+        return scram_verifier(self.s.conn, self.spec.role, self.spec.password)
 
     def _password_matches(self) -> bool:
         assert self.spec.password is not None
