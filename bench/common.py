@@ -44,6 +44,12 @@ def measure(command: list[str], env: dict[str, str], python: list[str] | None = 
     return cpu, wall, rss_kib / 1024
 
 
+def proc_stat(pid: int) -> list[str]:
+    """The fields of ``/proc/PID/stat`` after the command's name (which may hold spaces): [0] is the state,
+    [1] the parent's pid, [11] and [12] the user and system CPU in clock ticks."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def regular_install() -> str:
     """Install this checkout (not editable) into bench/.probe-venv, as the image does; return its sharedpg.
 

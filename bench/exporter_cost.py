@@ -29,8 +29,8 @@ _TICK = os.sysconf("SC_CLK_TCK")
 
 
 def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
+    fields = common.proc_stat(pid)
+    return (int(fields[11]) + int(fields[12])) / _TICK
 
 
 def _rss_mib(pid: int) -> float:

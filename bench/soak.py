@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import secrets
 import subprocess
@@ -34,8 +33,9 @@ from typing import Any
 import psycopg
 import yaml
 
-from bench import soak_work
+from bench import common, soak_work
 from sharedpg_tools import localserver, spec
+from tests.conftest import Cli
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = ROOT / "k8s-snippets" / "database" / "statefulset.yaml"
@@ -107,14 +107,10 @@ class Soak:
         self.applied: dict[str, str] = {}
 
     # -- set-up -----------------------------------------------------------------------------------------
-    def _env(self, **extra: str) -> dict[str, str]:
-        base = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "SHAREDPG_"))}
-        return {**base, "PYTHONPATH": str(ROOT), **extra}
-
     def bootstrap(self) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*self.sharedpg, "bootstrap", "--spec", str(self.spec_file), "--no-vault",
                                "--password-dir", str(self.passwords), "--dsn", self.server.conninfo(), "--output",
-                               "json"], env=self._env(PGPASSWORD=self.password), capture_output=True, text=True,
+                               "json"], env=Cli().env({"PGPASSWORD": self.password}), capture_output=True, text=True,
                               timeout=300)  # fmt: skip
 
     def password_of(self, role: str) -> str:
@@ -182,7 +178,7 @@ class Soak:
         while not self.stop.wait(1.0):
             started, running = self.record.now(), []
             for tenant in self.tenants:
-                env = self._env(PGPASSWORD_FILE=str(self.passwords / tenant.name))
+                env = Cli().env({"PGPASSWORD_FILE": str(self.passwords / tenant.name)})
                 argv = [*self.sharedpg, "wait-for-db", "--once", "--attempt-timeout", "3", "--dsn",
                         self.server.conninfo(tenant.role, tenant.database)]  # fmt: skip
                 running.append((tenant.name, subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL,
@@ -195,7 +191,7 @@ class Soak:
         """check-pool every 10 s, as a CronJob or a monitoring check."""
         while not self.stop.wait(10.0):
             done = subprocess.run([*self.sharedpg, "check-pool", "--spec", str(self.spec_file), "--output", "json",
-                                   "--dsn", self.server.conninfo()], env=self._env(PGPASSWORD=self.password),
+                                   "--dsn", self.server.conninfo()], env=Cli().env({"PGPASSWORD": self.password}),
                                   capture_output=True, text=True, timeout=60)  # fmt: skip
             try:
                 findings = [f["message"] for f in json.loads(done.stdout)["findings"]]
@@ -305,7 +301,7 @@ def server_pss(server: localserver.LocalServer) -> float:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == postmaster:
+                if int(common.proc_stat(int(entry.name))[1]) == postmaster:
                     pids.append(int(entry.name))
             except (OSError, ValueError, IndexError):
                 continue
@@ -367,9 +363,9 @@ def report(soak: Soak, elapsed: float, wal: float) -> dict[str, Any]:
     tenants: dict[str, dict[str, Any]] = {}
     for t in soak.tenants:
         mine = [x for x in rec.transactions if x[1] == t.name]
-        kinds = [failure_kind(t.name, x[0], x[4], events, down) for x in mine if not x[2]]
-        outside = sorted({x[4] for x in mine if not x[2] and failure_kind(t.name, x[0], x[4], events, down)
-                          == "outside"})  # fmt: skip
+        failed = [(failure_kind(t.name, x[0], x[4], events, down), x[4]) for x in mine if not x[2]]
+        kinds = [kind for kind, _ in failed]
+        outside = sorted({error for kind, error in failed if kind == "outside"})
         latencies = sorted(x[3] for x in mine if x[2])
         tenants[t.name] = {
             "budget": t.budget, "limit": t.connection_limit, "done": len(latencies),

@@ -54,8 +54,12 @@ def rule_groups(keep_descriptions: bool = True) -> dict[str, Any]:
     return spec
 
 
+def alerts_of(rules: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    return (rule for group in rules["groups"] for rule in group["rules"] if "alert" in rule)
+
+
 def alerts() -> list[dict[str, Any]]:
-    return [rule for group in rule_groups()["groups"] for rule in group["rules"] if "alert" in rule]
+    return list(alerts_of(rule_groups()))
 
 
 def test_prometheusrule_passes_promtool_check(tmp_path: Path) -> None:
@@ -167,10 +171,6 @@ def prometheus_for(tmp_path: Path) -> Iterator[Any]:
 def dashboard_queries() -> list[tuple[str, str]]:
     dashboard = json.loads((MONITORING / "dashboards" / "sharedpg.json").read_text())
     return [(panel["title"], target["expr"]) for panel in dashboard["panels"] for target in panel["targets"]]
-
-
-def alerts_of(rules: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    return (rule for group in rules["groups"] for rule in group["rules"] if "alert" in rule)
 
 
 @pytest.mark.parametrize("pg", ["pg18"], indirect=True)  # one server is enough: the exporter is tested on all
