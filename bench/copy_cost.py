@@ -11,10 +11,13 @@ and prints the median wall time and MB/s (of the dump's size) of each. Run from 
 from __future__ import annotations
 
 import json
+import secrets
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import psycopg
 
@@ -43,22 +46,26 @@ def main() -> int:
         pg_dump, pg_restore = tool("pg_dump", server.bindir), tool("pg_restore", server.bindir)
         walls: dict[str, list[float]] = {"sharedpg copy-tenant": [], "pg_dump | pg_restore by hand": []}
         dump_bytes = 0
+        tenant_pw = Path(tempfile.mkdtemp()) / "tenant.pw"
+        tenant_pw.write_text(secrets.token_urlsafe(18))
         for run in range(args.runs):
             for name in walls:
                 tenant = f"bench_{run}_{'s' if name.startswith('sharedpg') else 'h'}"
-                subprocess.run([sharedpg, "ensure-tenant", tenant, "--dsn", server.conninfo()], env=env, check=True,
-                               capture_output=True)  # fmt: skip
+                subprocess.run([sharedpg, "ensure-tenant", tenant, "--dsn", server.conninfo(), "--tenant-password-file",
+                                str(tenant_pw)], env=env, check=True, capture_output=True)  # fmt: skip
                 started = time.monotonic()
-                if name.startswith("sharedpg"):
+                if name.startswith("sharedpg"):  # the restore logs in as the tenant, in both
                     out = subprocess.run([sharedpg, "copy-tenant", tenant, "--dsn", server.conninfo(), "--output",
-                                          "json"], env={**env, "SHAREDPG_FROM_DSN": f"{source} password={password}"},
+                                          "json", "--tenant-password-file", str(tenant_pw)],
+                                         env={**env, "SHAREDPG_FROM_DSN": f"{source} password={password}"},
                                          check=True, capture_output=True, text=True).stdout  # fmt: skip
                     dump_bytes = int(json.loads(out)["bytes"])
                 else:
-                    pipeline = (f"{pg_dump} -Fc --no-owner --no-privileges -d '{source}' | {pg_restore} --no-owner "
-                                f"--no-privileges --role {tenant} --exit-on-error --single-transaction "
-                                f"-d '{server.conninfo(dbname=tenant)}'")  # fmt: skip
-                    subprocess.run(["bash", "-o", "pipefail", "-c", pipeline], env=env, check=True)
+                    pipeline = (f"{pg_dump} -Fc --no-owner --no-privileges -d '{source}' | PGPASSWORD=\"$TENANT_PW\" "
+                                f"{pg_restore} --no-owner --no-privileges --exit-on-error --single-transaction "
+                                f"-d '{server.conninfo(tenant, tenant)}'")  # fmt: skip
+                    subprocess.run(["bash", "-o", "pipefail", "-c", pipeline],
+                                   env={**env, "TENANT_PW": tenant_pw.read_text()}, check=True)  # fmt: skip
                 walls[name].append(time.monotonic() - started)
         print(f"PostgreSQL {server.major} ({installation.source}); old database {size / 1e6:.0f} MB on disk, "
               f"dump {dump_bytes / 1e6:.1f} MB; median of {args.runs} runs")  # fmt: skip

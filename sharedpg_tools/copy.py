@@ -1,9 +1,10 @@
 """Copy an app's data from its old per-app PostgreSQL into its tenant on the shared server.
 
-``pg_dump -Fc`` from the source is streamed into ``pg_restore --no-owner --no-privileges --role=<tenant>
---single-transaction --exit-on-error`` into the tenant's database, so every object ends up owned by the
-tenant and an interrupted copy leaves nothing behind. The source is only read. Afterwards every table's
-exact row count, the list of tables and every sequence's last value are compared.
+``pg_dump -Fc`` from the source is streamed into ``pg_restore --no-owner --no-privileges
+--single-transaction --exit-on-error`` logged in as the tenant into its database, so every object ends up
+owned by the tenant, whatever the dump runs runs as the tenant, and an interrupted copy leaves nothing
+behind. The source is only read. Afterwards every table's exact row count, the list of tables and every
+sequence's last value are compared, as the tenant.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 import psycopg
 
-from sharedpg_tools import localserver
+from sharedpg_tools import db, localserver
 from sharedpg_tools.errors import PermanentError, SharedpgError
 
 _TABLES_SQL = """
@@ -147,9 +148,21 @@ def _tool_error(text: str) -> str:
 
 
 def child_env(password: str | None) -> dict[str, str]:
-    """A tool's environment: ours without the PG* variables that would point it elsewhere (its conninfo says
-    where), keeping PGPASSFILE, plus its password (never on its command line)."""
+    """pg_restore's environment: ours without the PG* variables that would point it elsewhere (its conninfo
+    says where, and whom: the tenant), keeping PGPASSFILE, plus the tenant's password (never on its command
+    line)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG") or k == "PGPASSFILE"}
     if password:
         env["PGPASSWORD"] = password
+    return env
+
+
+def source_env(params: dict[str, str]) -> dict[str, str]:
+    """pg_dump's environment: nothing of the shared server's (no PG* variable), the old server's password if
+    ``--from-*`` gave one, and its ``require_auth`` (a variable, which a libpq older than 16 ignores where a
+    keyword would fail)."""
+    env = db.source_environ()
+    if params.get("password"):
+        env["PGPASSWORD"] = params["password"]
+    env["PGREQUIREAUTH"] = db.source_params(params)["require_auth"]
     return env

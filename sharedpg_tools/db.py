@@ -1,4 +1,16 @@
-"""psycopg connections for the commands off the probe path (ensure-tenant, and those built on it).
+"""psycopg connections for the commands off the probe path: the only place they are opened.
+
+Three kinds, each with its own rule:
+
+- ``admin``: every session sharedpg opens as the admin, into any database. Its settings are pinned at
+  connect (``pinning``): nothing a tenant plants in its database, or anyone in ``public`` of an old
+  maintenance database, resolves in it, and every statement's lock wait is bounded.
+- ``tenant``: work that is the tenant's own (restoring its data, counting its rows) runs logged in as the
+  tenant, so its session user is the tenant and there is nothing to ``RESET ROLE`` back to.
+- ``source``: the old server copy-tenant reads sees only the ``--from-*`` credentials: libpq's environment
+  (PGPASSWORD, PGPASSFILE, PGSERVICE, PG* of the shared server) is withheld from it, its default password
+  file and client certificate are replaced by paths that do not exist, and it may not ask for the password
+  in cleartext unless the conninfo allows it (``require_auth``).
 
 psycopg reports a failed connection with a message and no SQLSTATE, so when one fails we make one
 lean probe attempt with the same parameters: it gets the SQLSTATE from libpq and the same
@@ -7,21 +19,72 @@ classification, hint and policy as ``wait-for-db``.
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+
 import psycopg
 
-from sharedpg_tools import probe
+from sharedpg_tools import pinning, probe
 from sharedpg_tools.errors import ConfigError, PermanentError, SharedpgError
 from sharedpg_tools.waiter import escalate
 
 _CLASSIFY_TIMEOUT_S = 10.0
+# What the old server's session is given instead of the home directory's files of the shared server's user.
+NO_FILE = "/nonexistent/sharedpg-nothing-here"
+# The old server may ask for any method but the cleartext password, unless --from-dsn says otherwise.
+SOURCE_REQUIRE_AUTH = "!password"
+_SOURCE_DEFAULTS = {"passfile": NO_FILE, "sslcert": NO_FILE, "sslkey": NO_FILE, "require_auth": SOURCE_REQUIRE_AUTH}
+
+Conn = psycopg.Connection[tuple[Any, ...]]
 
 
-def connect(params: dict[str, str], fail_fast: bool = True) -> psycopg.Connection[tuple[object, ...]]:
-    """An autocommit connection (CREATE DATABASE cannot run in a transaction block).
+def admin(params: Mapping[str, str], fail_fast: bool = True,
+          lock_timeout_s: float = pinning.LOCK_TIMEOUT_S) -> Conn:  # fmt: skip
+    """An admin's autocommit session (CREATE DATABASE cannot run in a transaction block), pinned.
 
     :raises SharedpgError: classified: exit 2 for a bad parameter, 3 for auth/permission/TLS when
         ``fail_fast``, else 1 with the hint of the failure class.
     """
+    return _open(pinning.pin(params, lock_timeout_s), fail_fast)
+
+
+def tenant(params: Mapping[str, str]) -> Conn:
+    """A session logged in as the tenant itself, for the tenant's own work."""
+    return _open(dict(params), fail_fast=True)
+
+
+def source_params(params: Mapping[str, str]) -> dict[str, str]:
+    """The old server's parameters: what ``--from-*`` gave, with our defaults where they gave nothing."""
+    return {**_SOURCE_DEFAULTS, **params}
+
+
+def source_environ(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """An environment for a tool that talks to the old server: ours without any PG* variable."""
+    return {k: v for k, v in environ.items() if not k.startswith("PG")}
+
+
+def source(params: Mapping[str, str]) -> Conn:
+    """A session on the old server that copy-tenant reads (see the module docstring)."""
+    with _without_libpq_environment():
+        return _open(source_params(params), fail_fast=True)
+
+
+@contextlib.contextmanager
+def _without_libpq_environment() -> Iterator[None]:
+    """libpq reads PG* variables for every keyword a connection leaves unset, and no keyword turns that off
+    for the password: withhold them while the connection is made (commands are single-threaded here)."""
+    saved = {k: v for k, v in os.environ.items() if k.startswith("PG")}
+    for key in saved:
+        del os.environ[key]
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
+def _open(params: dict[str, str], fail_fast: bool) -> Conn:
     try:
         return psycopg.connect(autocommit=True, **params)  # type: ignore[arg-type]
     except psycopg.OperationalError as exc:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from enum import IntEnum
 
-from sharedpg_tools import libpq
+from sharedpg_tools import libpq, pinning
 from sharedpg_tools.classify import connect_failure
 from sharedpg_tools.spec import Capacity, Spec
 
@@ -162,7 +162,7 @@ def read_live(params: dict[str, str], timeout: float, spec: Spec | None, warn: f
     """Connect, read, judge: the live report. A server that cannot be read within ``timeout`` (connect and
     queries together) gives a report without figures and an UNKNOWN finding saying why; never raises."""
     try:
-        conn = libpq.Connection(params, time.monotonic() + timeout, lambda: False)
+        conn = libpq.Connection(pinning.pin(params), time.monotonic() + timeout, lambda: False)
     except (libpq.ConnectFailed, libpq.Cancelled) as exc:
         error = exc.error if isinstance(exc, libpq.ConnectFailed) else libpq.ServerError("no answer in time")
         failure = connect_failure(error.message, error.sqlstate, error.needs_password)

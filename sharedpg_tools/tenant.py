@@ -154,12 +154,7 @@ class Session:
             self.outcome.changes.append(change)
             return
         del self.notices[:]
-        if as_role:
-            with conn.transaction():
-                conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(as_role)))
-                conn.execute(statement)
-        else:
-            conn.execute(statement)
+        _execute(conn, change, statement, as_role)
         self.outcome.changes.append(change)  # only what was made
         silent = [n for n in self.notices if n.sqlstate in _SILENT_NO_OPS]
         if silent:
@@ -174,6 +169,48 @@ class Session:
         ident = sql.Identifier(role)
         self.ddl(f"set the password of role {role}", alter.format(ident, sql.Literal(verifier)),
                  alter.format(ident, sql.Literal(REDACTED)))  # fmt: skip
+
+
+# A catalog row that another session updated while we waited for it: the statement is run again.
+_CONCURRENT_RETRIES = 3
+# Who holds a lock on a catalog row or object that a provisioning statement needs: shared catalogs
+# (database 0: roles, databases, their settings) and the objects of the session's own database.
+_HOLDERS_SQL = """
+SELECT DISTINCT l.pid, a.usename, a.datname FROM pg_catalog.pg_locks l
+JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
+WHERE l.granted AND l.pid <> pg_catalog.pg_backend_pid() AND l.locktype IN ('relation', 'tuple', 'object')
+  AND (l.database = 0 OR l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()))
+ORDER BY 1
+"""
+
+
+def _execute(conn: psycopg.Connection[Any], change: str, statement: Statement, as_role: str | None) -> None:
+    """One statement: its lock wait is bounded (the session's pinned lock_timeout), a lock held past it
+    fails this statement alone naming who holds it, and a row updated under us is tried again."""
+    for attempt in range(1, _CONCURRENT_RETRIES + 1):
+        try:
+            if as_role:
+                with conn.transaction():
+                    conn.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(as_role)))
+                    conn.execute(statement)
+            else:
+                conn.execute(statement)
+            return
+        except psycopg.errors.LockNotAvailable:
+            raise _blocked(conn, change) from None
+        except psycopg.errors.InternalError_ as exc:
+            if "concurrently" not in str(exc) or attempt == _CONCURRENT_RETRIES:
+                raise
+
+
+def _blocked(conn: psycopg.Connection[Any], change: str) -> SharedpgError:
+    holders = conn.execute(_HOLDERS_SQL).fetchall()
+    waited = conn.execute("SELECT current_setting('lock_timeout')").fetchone()
+    who = ", ".join(f"pid {pid} (role {user}, database {dbname})" for pid, user, dbname in holders) or "a session"
+    return SharedpgError(
+        f"{change}: not done, a lock was held longer than lock_timeout {waited[0] if waited else ''} by {who}",
+        "that session keeps a transaction open: end it (pg_terminate_backend(PID)) or let it finish, then re-run",
+    )
 
 
 def scram_verifier(conn: psycopg.Connection[Any], role: str, password: str) -> str:
@@ -200,7 +237,7 @@ def provisioning_lock(conn: psycopg.Connection[Any], target: Target, timeout_s: 
         yield
         return
     _ensure_lock_database(conn)
-    with db.connect(target.params(dbname=LOCK_DATABASE)) as lock:
+    with db.admin(target.params(dbname=LOCK_DATABASE)) as lock:
         lock.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(f"{int(timeout_s * 1000)}ms")))
         try:
             lock.execute("SELECT pg_advisory_lock(%s)", [LOCK_KEY])
@@ -255,6 +292,7 @@ class Ensurer:
         self.target = target
         self._adopted = False
         self._existing_db: tuple[Any, ...] | None = None  # (owner, encoding) before this run, read by the preflight
+        self._extension_facts: dict[str, tuple[bool, str | None]] = {}  # name -> (trusted, fixed schema)
         row = self.s.one(
             "SELECT current_setting('server_version_num')::int, current_setting('server_version'), current_user, "
             "r.rolsuper, r.rolcreaterole, r.rolcreatedb FROM pg_roles r WHERE r.rolname = current_user"
@@ -281,7 +319,7 @@ class Ensurer:
         if not db_exists and self.s.dry_run:  # the database would be new: it would get every extension
             self._extensions(None)
         elif self._tenant_database_to_check():
-            with db.connect(self.target.params(dbname=self.spec.database)) as tdb:
+            with db.admin(self.target.params(dbname=self.spec.database)) as tdb:
                 self._extensions(tdb)
                 self._public_schema(tdb)
         self._verify()
@@ -565,9 +603,12 @@ class Ensurer:
         """Before changing anything: every extension asked for is available, and trusted unless the admin is
         a superuser (a CREATEROLE admin creates it as the database's owner)."""
         for extension in self.spec.extensions:
-            trusted = self.s.value(
-                "SELECT bool_or(trusted) FROM pg_available_extension_versions WHERE name = %s", extension
-            )
+            row = self.s.one(
+                "SELECT bool_or(v.trusted), min(v.schema) FILTER (WHERE v.version = e.default_version) "
+                "FROM pg_available_extension_versions v JOIN pg_available_extensions e ON e.name = v.name "
+                "WHERE v.name = %s", extension,
+            )  # fmt: skip
+            trusted, schema = row if row else (None, None)
             if trusted is None:
                 raise PermanentError(
                     f"--extension {extension}: PostgreSQL {self.outcome.server_version} has no extension "
@@ -578,13 +619,32 @@ class Ensurer:
                     f"--extension {extension}: not a trusted extension, so only a superuser may create it",
                     f"a superuser must run CREATE EXTENSION {extension} in database {self.spec.database}",
                 )
+            self._extension_facts[extension] = (bool(trusted), schema)
 
     def _extensions(self, tdb: psycopg.Connection[Any] | None) -> None:
+        """Each missing extension, in ``public`` unless its control file fixes the schema (the session's
+        search_path is pinned to pg_catalog, so nothing is left to a default).
+
+        A trusted one is created *as the tenant*, exactly what the tenant may do itself (PostgreSQL runs the
+        script as the bootstrap superuser either way). An untrusted one runs its script as the superuser
+        admin, in a schema the tenant owns and may have planted objects in: only in the database this run
+        created, before the tenant could log in to it.
+        """
         for extension in self.spec.extensions:
             if tdb is not None and tdb.execute("SELECT 1 FROM pg_extension WHERE extname = %s", [extension]).fetchone():
                 continue
+            trusted, schema = self._extension_facts[extension]
+            if not trusted and not self.outcome.created:
+                raise PermanentError(
+                    f"--extension {extension}: untrusted, so its script would run as the superuser admin in "
+                    f"database {self.spec.database}, which its tenant owns and may have prepared: not done",
+                    f"a superuser who has checked schema public there must run CREATE EXTENSION {extension}",
+                )
             create = sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(extension))
-            self.s.ddl(f"created extension {extension} in database {self.spec.database}", create, conn=tdb)
+            if schema is None:
+                create += sql.SQL(" SCHEMA public")
+            self.s.ddl(f"created extension {extension} in database {self.spec.database}", create, conn=tdb,
+                       as_role=self.spec.role if trusted else None)  # fmt: skip
 
     def _public_schema(self, tdb: psycopg.Connection[Any]) -> None:
         """13/14-style ``public`` (owned by the bootstrap superuser, CREATE for PUBLIC): lock it down."""

@@ -2,8 +2,16 @@
 
 Preflight first, nothing written: both servers reachable, source version <= target's, a pg_dump and
 pg_restore new enough (which, and where, is reported), the tenant exists (run ensure-tenant or
-bootstrap first), its database is empty (unless ``--into-nonempty``), encodings match. Then the copy,
-then the verification. The source is never modified. Interrupted: the restore runs in one
+bootstrap first) and logs in with ``--tenant-password-file``, its database is empty (unless
+``--into-nonempty``), encodings match. Then the copy, then the verification. The source is never modified.
+
+Who does what: the admin only reads the maintenance database's catalog (does the tenant exist). The
+restore and the verification run logged in *as the tenant* (``db.tenant``): whatever the old database's
+functions, triggers, defaults, checks or policies do while the data loads or is counted, they do as the
+tenant, in its own database, with no admin session to return to. The old server is reached with the
+``--from-*`` credentials alone (``db.source``): nothing of the shared server's (PGPASSWORD, PGPASSFILE,
+PGSERVICE, a client certificate) is offered to it, and it may not ask for a cleartext password unless
+``--from-dsn`` sets ``require_auth``. Interrupted: the restore runs in one
 transaction, so nothing is left behind; re-run. After a restore without that guarantee (an earlier
 tool, by hand), ``--into-nonempty --clean`` redoes it over what is there.
 
@@ -40,6 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser, environ: Any) -> None:
     opts.add("--from-dsn", metavar="CONNINFO", help="the old server, e.g. 'host=sonarqube-postgresql user=sonarUser "
              "dbname=sonarDB'; a password only in the environment variable")  # fmt: skip
     opts.add("--from-password-file", metavar="PATH", help="the old server's password, from a file")
+    opts.add("--tenant-password-file", metavar="PATH",
+             help="the tenant's password, from a file: the restore and the checks log in as the tenant")  # fmt: skip
     opts.add("--role", help="the tenant's role [NAME]")
     opts.add("--database", help="the tenant's database [NAME]")
     opts.add("--into-nonempty", action="store_true", default=False, help="allow a target database with tables")
@@ -70,8 +80,8 @@ def _source_params(args: argparse.Namespace, ctx: Context) -> dict[str, str]:
 
 # What the tools need of a connection; only keywords every libpq since 10 knows (pg_dump 15 would reject
 # e.g. sslcertmode, which psycopg's newer libpq reports).
-_TOOL_KEYWORDS = ("host", "hostaddr", "port", "user", "dbname", "sslmode", "sslrootcert", "sslcert", "sslkey",
-                  "sslcrl", "connect_timeout", "target_session_attrs")  # fmt: skip
+_TOOL_KEYWORDS = ("host", "hostaddr", "port", "user", "dbname", "passfile", "sslmode", "sslrootcert", "sslcert",
+                  "sslkey", "sslcrl", "connect_timeout", "target_session_attrs")  # fmt: skip
 
 
 def _tool_conninfo(conn: psycopg.Connection[Any]) -> str:
@@ -91,9 +101,13 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         raise ConfigError("--clean only makes sense with --into-nonempty: add it, or drop --clean")
     source_params = _source_params(args, ctx)
     target = target_from_args(args, ctx)
+    if not args.tenant_password_file:
+        raise ConfigError("--tenant-password-file is required: the restore logs in as the tenant, never as the admin "
+                          "(the file the tenant's Secret or bootstrap --password-dir holds)")  # fmt: skip
+    tenant_password = read_password_file(args.tenant_password_file, "--tenant-password-file")
     log = logs.get_logger(command=NAME, tenant=args.name)
     started = time.monotonic()
-    with _connect_source(source_params) as src, db.connect(target.params(dbname=args.maintenance_db)) as admin:
+    with _connect_source(source_params) as src, db.admin(target.params(dbname=args.maintenance_db)) as admin:
         src_major, tgt_major = src.info.server_version // 10000, admin.info.server_version // 10000
         if src.info.server_version > admin.info.server_version:
             raise PermanentError(
@@ -103,7 +117,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         _check_tenant(admin, role, database)
         tools = copy.find_tools(src_major, tgt_major)
         log.info("tools", pg_dump=tools.pg_dump, major=tools.major)
-        with db.connect(target.params(dbname=database)) as tdb:
+        with _connect_tenant(target.params(user=role, password=tenant_password, dbname=database)) as tdb:
             existing = copy.user_tables(tdb)
             if existing and not args.into_nonempty:
                 raise PermanentError(
@@ -130,13 +144,12 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
                 _report(args.output, result, [f"would copy {t}: {n} rows" for t, n in counts.items()])
                 return ExitCode.OK
             dump = [tools.pg_dump, "-Fc", "--no-owner", "--no-privileges", "-d", _tool_conninfo(src)]
-            restore = [tools.pg_restore, "--no-owner", "--no-privileges", "--role", role, "--exit-on-error",
-                       "--single-transaction", "-d", _tool_conninfo(tdb)]  # fmt: skip
+            restore = [tools.pg_restore, "--no-owner", "--no-privileges", "--exit-on-error", "--single-transaction",
+                       "-d", _tool_conninfo(tdb)]  # fmt: skip
             if args.clean:
                 restore += ["--clean", "--if-exists"]
             copied = copy.stream(
-                dump, restore, copy.child_env(source_params.get("password")),
-                copy.child_env(target.params().get("password") or _env_password(ctx)),
+                dump, restore, copy.source_env(source_params), copy.child_env(tenant_password),
                 lambda n: log.info("copying", bytes=n, mb=round(n / 1e6, 1)),
             )  # fmt: skip
             problems = _verify(src, tdb, tables, counts, role)
@@ -158,10 +171,6 @@ def _encoding(conn: psycopg.Connection[Any]) -> str:
     return str(row[0]) if row else "unknown"
 
 
-def _env_password(ctx: Context) -> str | None:
-    return ctx.environ.get("PGPASSWORD")
-
-
 # The shared server's hints for a failed login name its ExternalSecret and the bootstrap Job; for the old
 # server the credentials come from --from-dsn and --from-password-file.
 _SOURCE_HINTS = {
@@ -176,10 +185,24 @@ _SOURCE_HINTS = {
 def _connect_source(params: dict[str, str]) -> psycopg.Connection[Any]:
     """The old server, with errors that say it is the old server and point at the --from-* inputs."""
     try:
-        return db.connect(params)
+        return db.source(params)
     except SharedpgError as exc:
         exc.args = (f"the old server (--from-dsn): {exc}",)
         exc.hint = _SOURCE_HINTS.get(exc.hint or "", exc.hint)
+        if "require_auth" in str(exc):
+            exc.hint = ("the old server asks for its password in cleartext, which sharedpg does not send by default: "
+                        "use TLS (sslmode=verify-full) and add require_auth=password to --from-dsn")  # fmt: skip
+        raise
+
+
+def _connect_tenant(params: dict[str, str]) -> psycopg.Connection[Any]:
+    """The tenant's own login into its database, with errors that point at --tenant-password-file."""
+    try:
+        return db.tenant(params)
+    except SharedpgError as exc:
+        exc.args = (f"the tenant's login ({params.get('user')} into {params.get('dbname')}): {exc}",)
+        exc.hint = ("check --tenant-password-file: it must hold the password bootstrap or ensure-tenant gave the "
+                    "tenant, and pg_hba.conf must admit the tenant into its database")  # fmt: skip
         raise
 
 

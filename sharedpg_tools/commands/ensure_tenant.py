@@ -95,7 +95,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     log = logs.get_logger(command=NAME, tenant=spec.name)
 
     with (
-        db.connect(target.params(dbname=args.maintenance_db)) as conn,
+        db.admin(target.params(dbname=args.maintenance_db)) as conn,
         provisioning_lock(conn, target, args.lock_timeout, args.dry_run),
     ):
         ensurer = None

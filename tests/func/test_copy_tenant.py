@@ -27,12 +27,18 @@ def tenant(cli: Cli, pg: Server, tmp_path: Path) -> Iterator[tuple[str, str]]:
     pg.drop_tenants([name])
 
 
+def tenant_pw(tmp_path: Path) -> tuple[str, str]:
+    """The tenant fixture's password file, as copy-tenant's flag."""
+    return "--tenant-password-file", str(tmp_path / "tenant.pw")
+
+
 def copy(cli: Cli, pg: Server, legacy: Legacy, tmp_path: Path, name: str, *extra: str) -> Result:
     pw = tmp_path / "legacy.pw"
     pw.write_text(legacy.password + "\n")
     cli.secrets.add(legacy.password)
     return cli("copy-tenant", name, "--from-dsn", legacy.dsn, "--from-password-file", str(pw), "--dsn", pg.conninfo(),
-               "--output", "json", *extra, env={"PGPASSWORD": pg.password}, timeout=300)  # fmt: skip
+               *tenant_pw(tmp_path), "--output", "json", *extra, env={"PGPASSWORD": pg.password},
+               timeout=300)  # fmt: skip
 
 
 def test_copy_lands_every_row_owned_by_the_tenant(cli: Cli, pg: Server, legacy: Legacy, tenant: tuple[str, str],
@@ -89,15 +95,15 @@ def test_dry_run_lists_what_would_be_copied_and_writes_nothing(
 
 
 def test_missing_tenant_is_refused_with_the_fix(cli: Cli, pg: Server, legacy: Legacy, tmp_path: Path) -> None:
+    (tmp_path / "tenant.pw").write_text("no tenant has it")
     result = copy(cli, pg, legacy, tmp_path, "copy_nobody")
     assert result.code == 3 and "ensure-tenant" in result.stderr, result
 
 
-def test_unreachable_source_says_so(cli: Cli, pg: Server, tenant: tuple[str, str]) -> None:
+def test_unreachable_source_says_so(cli: Cli, pg: Server, tenant: tuple[str, str], tmp_path: Path) -> None:
     source = "host=127.0.0.1 port=1 user=x dbname=x"
-    result = cli(
-        "copy-tenant", tenant[0], "--from-dsn", source, "--dsn", pg.conninfo(), env={"PGPASSWORD": pg.password}
-    )
+    result = cli("copy-tenant", tenant[0], "--from-dsn", source, "--dsn", pg.conninfo(), *tenant_pw(tmp_path),
+                 env={"PGPASSWORD": pg.password})  # fmt: skip
     assert result.code == 1 and "Connection refused" in result.stderr, result
 
 
@@ -106,11 +112,13 @@ def test_newer_source_than_target_is_refused(cli: Cli, pg: Server, legacy: Legac
         pytest.skip("needs a source newer than the 15 target")
     shared = legacy.server  # use the 15 server as the shared one, and this newer one as the source
     name = f"copy_{secrets.token_hex(3)}"
-    made = cli("ensure-tenant", name, "--dsn", shared.conninfo(), env={"PGPASSWORD": shared.password})
+    (tmp_path / "tenant.pw").write_text(secrets.token_urlsafe(16))
+    made = cli("ensure-tenant", name, "--dsn", shared.conninfo(), *tenant_pw(tmp_path),
+               env={"PGPASSWORD": shared.password})  # fmt: skip
     assert made.code == 0, made
     try:
         source = f"{pg.conninfo()} password={pg.password}"  # in the environment, where a password may be
-        result = cli("copy-tenant", name, "--dsn", shared.conninfo(),
+        result = cli("copy-tenant", name, "--dsn", shared.conninfo(), *tenant_pw(tmp_path),
                      env={"PGPASSWORD": shared.password, "SHAREDPG_FROM_DSN": source})  # fmt: skip
         assert result.code == 3 and "newer than the shared server" in result.stderr, result
     finally:
@@ -123,27 +131,25 @@ def test_a_wrong_source_password_points_at_the_source_inputs(
     name, _ = tenant
     (tmp_path / "legacy.pw").write_text("not-the-password\n")
     result = cli("copy-tenant", name, "--from-dsn", legacy.dsn, "--from-password-file", str(tmp_path / "legacy.pw"),
-                 "--dsn", pg.conninfo(), env={"PGPASSWORD": pg.password})  # fmt: skip
+                 "--dsn", pg.conninfo(), *tenant_pw(tmp_path), env={"PGPASSWORD": pg.password})  # fmt: skip
     assert result.code == 3, result
     [failed] = [e for e in result.events() if e["level"] == "error"]
     assert failed["error"].startswith("the old server (--from-dsn):"), failed
     assert "--from-password-file" in failed["hint"] and "ExternalSecret" not in failed["hint"]
 
 
-def test_the_source_password_from_pgpassfile_reaches_pg_dump(
+def test_the_source_password_from_its_own_passfile_reaches_pg_dump(
     cli: Cli, pg: Server, legacy: Legacy, tenant: tuple[str, str], tmp_path: Path
 ) -> None:
-    """The old server's password only in PGPASSFILE (PGPASSWORD would win over it for both servers, so the
-    shared server's comes from PGPASSWORD_FILE, as in a Job)."""
+    """The old server's password in a password file that --from-dsn names (``passfile=``): the shared
+    server's PGPASSFILE is never the old server's."""
     name, _ = tenant
-    (tmp_path / "admin.pw").write_text(pg.password)
     passfile = tmp_path / "pgpass"
     passfile.write_text(f"{legacy.server.host}:{legacy.server.port}:*:legacy_user:{legacy.password}\n")
     passfile.chmod(0o600)
     cli.secrets.add(legacy.password)
-    env = {"PGPASSWORD_FILE": str(tmp_path / "admin.pw"), "PGPASSFILE": str(passfile)}
-    result = cli("copy-tenant", name, "--from-dsn", legacy.dsn, "--dsn", pg.conninfo(), "--output", "json", env=env,
-                 timeout=300)  # fmt: skip
+    result = cli("copy-tenant", name, "--from-dsn", f"{legacy.dsn} passfile={passfile}", "--dsn", pg.conninfo(),
+                 *tenant_pw(tmp_path), "--output", "json", env={"PGPASSWORD": pg.password}, timeout=300)  # fmt: skip
     assert result.code == 0, result
     assert result.result()["rows"] == ROWS
 
@@ -162,7 +168,7 @@ def test_a_source_extension_the_tenant_lacks_is_refused_before_copying(
     cli.secrets.add(legacy.password)
     dsn = legacy.dsn.replace("dbname=legacy_app", f"dbname={source_db}")
     result = cli("copy-tenant", name, "--from-dsn", dsn, "--from-password-file", str(tmp_path / "legacy.pw"),
-                 "--dsn", pg.conninfo(), env={"PGPASSWORD": pg.password})  # fmt: skip
+                 "--dsn", pg.conninfo(), *tenant_pw(tmp_path), env={"PGPASSWORD": pg.password})  # fmt: skip
     assert result.code == 3, result
     [failed] = [e for e in result.events() if e["level"] == "error"]
     assert "hstore" in failed["error"]
