@@ -170,7 +170,7 @@ def run(spec: Spec, fuses: Mapping[str, bool], target: Target, credentials: Cred
         except SharedpgError as exc:
             report.fail(exc)
     with (
-        db.admin(target.params(dbname=maintenance_db)) as conn,
+        db.admin(target, maintenance_db) as conn,
         provisioning_lock(conn, target, lock_timeout, dry_run),
     ):
         interrupted: Interrupted | None = None

@@ -28,6 +28,7 @@ import psycopg
 
 from sharedpg_tools import pinning, probe
 from sharedpg_tools.errors import ConfigError, PermanentError, SharedpgError
+from sharedpg_tools.settings import Target
 from sharedpg_tools.waiter import escalate
 
 _CLASSIFY_TIMEOUT_S = 10.0
@@ -40,14 +41,14 @@ _SOURCE_DEFAULTS = {"passfile": NO_FILE, "sslcert": NO_FILE, "sslkey": NO_FILE, 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
 
-def admin(params: Mapping[str, str], fail_fast: bool = True,
-          lock_timeout_s: float = pinning.LOCK_TIMEOUT_S) -> Conn:  # fmt: skip
-    """An admin's autocommit session (CREATE DATABASE cannot run in a transaction block), pinned.
+def admin(target: Target, dbname: str, fail_fast: bool = True) -> Conn:
+    """An admin's autocommit session into ``dbname`` (CREATE DATABASE cannot run in a transaction block),
+    pinned, with ``target.lock_wait`` as every statement's lock_timeout.
 
     :raises SharedpgError: classified: exit 2 for a bad parameter, 3 for auth/permission/TLS when
         ``fail_fast``, else 1 with the hint of the failure class.
     """
-    return _open(pinning.pin(params, lock_timeout_s), fail_fast)
+    return _open(pinning.pin(target.params(dbname=dbname), target.lock_wait), fail_fast)
 
 
 def tenant(params: Mapping[str, str]) -> Conn:

@@ -281,8 +281,10 @@ class Connection:
             remaining = self._deadline - time.monotonic()
             if remaining <= 0:
                 raise Cancelled()
-            ready = select.select([] if write else [sock], [sock] if write else [], [], min(remaining, 0.1))
-            if any(ready):
+            # poll, not select: select() cannot watch a descriptor above 1023, which a busy process has
+            poller = select.poll()
+            poller.register(sock, select.POLLOUT if write else select.POLLIN)
+            if poller.poll(min(remaining, 0.1) * 1000):
                 return
 
     def describe(self) -> dict[str, str]:

@@ -33,7 +33,7 @@ LOCK_TIMEOUT_S = 10.0
 STATEMENT_TIMEOUT_S = 300.0
 
 
-def admin_settings(lock_timeout_s: float = LOCK_TIMEOUT_S) -> dict[str, str]:
+def admin_settings(lock_timeout_s: float) -> dict[str, str]:
     """The value of every setting an admin's session is pinned to."""
     return {
         "search_path": "pg_catalog,pg_temp",

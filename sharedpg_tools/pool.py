@@ -83,6 +83,7 @@ class Report:
         self.total = 0  # connections counted (live) or budgeted (offline)
         self.headroom: int | None = None  # the spec's admin_headroom, when a spec is known
         self.hidden = 0  # other roles' sessions this login cannot see (counts would be low)
+        self.authenticating = 0  # live: client connections that have not logged in yet (no role, a slot)
         self.server_version = ""
 
     @property
@@ -106,6 +107,8 @@ class Report:
             result |= {"server_version": self.server_version or None, "capacity": capacity,
                        "connections" if self.mode == "live" else "budget": self.total,
                        "roles": [r.as_dict() for r in self.roles.values()], "databases": databases}  # fmt: skip
+            if self.mode == "live":
+                result["authenticating"] = self.authenticating
             if self.headroom is not None:
                 result["admin_headroom"] = self.headroom
         result["findings"] = [f.as_dict() for f in self.findings]
@@ -130,12 +133,13 @@ def offline(spec: Spec, capacity: Capacity) -> Report:
             + ", ".join(f"{t.name} {t.budget} ({t.pool_max}x{t.replicas}x{t.pool_multiplier})" for t in largest),
             "lower pool.max or replicas of the largest tenants, or raise max_connections",
         )
-    limits = sum(t.connection_limit for t in spec.tenants)
-    if limits > capacity.usable:
+    beyond = spec.limit_overflow(capacity)
+    if beyond > 0:
         report.flag(
-            Status.WARNING,
-            f"the tenants' CONNECTION LIMITs add up to {limits}, more than the {capacity.usable} usable slots: "
-            "the server cannot stop all of them at once before max_connections",
+            Status.CRITICAL,
+            f"does not fit by {beyond}: CONNECTION LIMITs {spec.total_limit} + admin headroom {spec.admin_headroom} > "
+            f"{capacity.usable} usable slots: with the tenants at their limits the admin could not connect",
+            "lower connection_limit_margin (or a tenant's connection_limit), or raise max_connections",
         )
     return report
 
@@ -166,19 +170,22 @@ def read_live(params: dict[str, str], timeout: float, spec: Spec | None, warn: f
     except (libpq.ConnectFailed, libpq.Cancelled) as exc:
         error = exc.error if isinstance(exc, libpq.ConnectFailed) else libpq.ServerError("no answer in time")
         failure = connect_failure(error.message, error.sqlstate, error.needs_password)
-        report = Report("live", None)
-        report.flag(Status.UNKNOWN, f"cannot connect: {failure.message}", failure.hint)
-        return report
+        return unread(f"cannot connect: {failure.message}", failure.hint)
     try:
         return live(conn, spec, warn, crit, only_role)
     except (libpq.QueryFailed, libpq.Cancelled) as exc:
         why = exc.error.message if isinstance(exc, libpq.QueryFailed) else f"no answer within {timeout:g} s"
-        report = Report("live", None)
-        report.flag(Status.UNKNOWN, f"cannot read pg_stat_activity: {why}",
-                    "GRANT pg_monitor to this login; a slow answer: is the server overloaded?")  # fmt: skip
-        return report
+        return unread(f"cannot read pg_stat_activity: {why}",
+                      "GRANT pg_monitor to this login; a slow answer: is the server overloaded?")  # fmt: skip
     finally:
         conn.close()
+
+
+def unread(message: str, hint: str | None) -> Report:
+    """The report of a server that could not be read: UNKNOWN, saying why, and no figures."""
+    report = Report("live", None)
+    report.flag(Status.UNKNOWN, message, hint)
+    return report
 
 
 def live(conn: libpq.Connection, spec: Spec | None, warn: float, crit: float, only_role: str | None = None) -> Report:
@@ -190,6 +197,8 @@ def live(conn: libpq.Connection, spec: Spec | None, warn: float, crit: float, on
     report.headroom = spec.admin_headroom if spec is not None else None
     privileged = is_super == "t" or reads_stats == "t"
     for usename, datname, state, count in conn.query(_ACTIVITY_SQL):
+        if usename is None and only_role is None:  # still authenticating: no role yet, but a slot taken
+            report.authenticating += int(count or 0)
         if usename is None or (only_role and usename != only_role):
             continue
         usage = report.role(usename)
@@ -212,7 +221,7 @@ def live(conn: libpq.Connection, spec: Spec | None, warn: float, crit: float, on
     for usage in report.roles.values():
         usage.limit = limits.get(usage.role)
         _judge_role(report, usage, warn, crit, only_role)
-    report.total = sum(r.total for r in report.roles.values())
+    report.total = sum(r.total for r in report.roles.values()) + report.authenticating
     if only_role is None:
         _judge_total(report, warn, crit)
     if not privileged:
@@ -261,7 +270,8 @@ def _judge_total(report: Report, warn: float, crit: float) -> None:
     if level is Status.WARNING and planned and report.total <= planned:
         level = None
     if level is not None:
-        report.flag(level, f"{report.total} of {usable} usable connections in use ({share:.0%})",
+        stalled = f", {report.authenticating} of them still authenticating" if report.authenticating else ""
+        report.flag(level, f"{report.total} of {usable} usable connections in use ({share:.0%}){stalled}",
                     "lower pools, or raise max_connections; see each role's usage")  # fmt: skip
 
 

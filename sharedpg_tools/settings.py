@@ -13,10 +13,11 @@ import math
 import os
 from collections.abc import Mapping
 
-from sharedpg_tools import libpq, logs
+from sharedpg_tools import libpq, logs, pinning
 from sharedpg_tools.errors import ConfigError
 
 ENV_PREFIX = "SHAREDPG_"
+LOCK_WAIT_S = pinning.LOCK_TIMEOUT_S  # how long an admin's statement waits for a lock another holds
 
 
 def env_name(flag: str) -> str:
@@ -174,11 +175,13 @@ def read_password_file(path: str, what: str = "--password-file / PGPASSWORD_FILE
 class Target:
     """How to reach the server: a conninfo, an optional password file, and libpq's environment."""
 
-    def __init__(self, dsn: str | None, password_file: str | None, app_name: str, connect_timeout: float | None = None):
+    def __init__(self, dsn: str | None, password_file: str | None, app_name: str, connect_timeout: float | None = None,
+                 lock_wait: float = LOCK_WAIT_S):  # fmt: skip
         self.dsn = dsn or ""
         self.password_file = password_file
         self.app_name = app_name
         self.connect_timeout = connect_timeout
+        self.lock_wait = lock_wait  # every admin statement's lock_timeout (pinning)
 
     def params(self, **overrides: str) -> dict[str, str]:
         """libpq keyword parameters for one connection; the password file is read again each time.
@@ -224,7 +227,14 @@ def target_from_args(args: argparse.Namespace, ctx: Context) -> Target:
                 "--dsn contains a password, which would show in ps and in the pod spec: "
                 "remove it and use --password-file, PGPASSWORD_FILE, PGPASSWORD or SHAREDPG_DSN"
             )
-    target = Target(dsn, args.password_file, ctx.app_name, getattr(args, "attempt_timeout", None))
+    target = Target(dsn, args.password_file, ctx.app_name, getattr(args, "attempt_timeout", None),
+                    getattr(args, "lock_wait", LOCK_WAIT_S))  # fmt: skip
     if args.password_file:
         read_password_file(args.password_file)
     return target
+
+
+def add_lock_wait(opts: EnvDefaults) -> None:
+    """``--lock-wait``, for the commands that run DDL as the admin."""
+    opts.add("--lock-wait", type=seconds, default=LOCK_WAIT_S, metavar="SECONDS",
+             help="how long one statement waits for a lock another session holds (an open transaction)")  # fmt: skip

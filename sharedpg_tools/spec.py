@@ -133,7 +133,7 @@ class Spec:
             reserved = (server.get("superuser_reserved_connections", 3), server.get("reserved_connections", 0))
             self.capacity = Capacity(server["max_connections"], *reserved)
         self.admin_headroom: int = raw.get("admin_headroom", 0)
-        margin: int = raw.get("connection_limit_margin", 2)
+        margin: int = raw.get("connection_limit_margin", 1)
         mount: str = (raw.get("vault") or {}).get("mount", "secret")
         self.tenants = [Tenant(t, margin, mount) for t in raw["tenants"]]
         self.monitoring = MonitoringLogin(raw["monitoring"], mount) if raw.get("monitoring") else None
@@ -142,9 +142,20 @@ class Spec:
     def total_budget(self) -> int:
         return sum(t.budget for t in self.tenants)
 
+    @property
+    def total_limit(self) -> int:
+        return sum(t.connection_limit for t in self.tenants)
+
     def overflow(self, capacity: Capacity) -> int:
         """By how many connections the budgets plus the admin headroom exceed the usable slots (<= 0: fits)."""
         return self.total_budget + self.admin_headroom - capacity.usable
+
+    def limit_overflow(self, capacity: Capacity) -> int:
+        """By how many the CONNECTION LIMITs plus the admin headroom exceed the usable slots (<= 0: fits).
+
+        The limits are what the server enforces: with every tenant at its limit, only what is left of the
+        usable slots remains for the admin (the bootstrap Job, a CREATEROLE admin, serve-metrics)."""
+        return self.total_limit + self.admin_headroom - capacity.usable
 
     def stacks(self) -> list[str]:
         return sorted({t.stack for t in self.tenants})
@@ -249,6 +260,13 @@ def validate(raw: Any, check_capacity: bool = True) -> list[str]:
                 f"pool budgets total {spec.total_budget} plus admin_headroom {spec.admin_headroom} = "
                 f"{spec.total_budget + spec.admin_headroom} exceed the {spec.capacity.usable} usable slots "
                 f"({spec.capacity.describe()}): lower pools or raise max_connections"
+            )
+        elif spec.limit_overflow(spec.capacity) > 0:
+            problems.append(
+                f"CONNECTION LIMITs total {spec.total_limit} plus admin_headroom {spec.admin_headroom} = "
+                f"{spec.total_limit + spec.admin_headroom} exceed the {spec.capacity.usable} usable slots "
+                f"({spec.capacity.describe()}): tenants at their limits would lock the admin out; lower "
+                "connection_limit_margin or the pools, or raise max_connections"
             )
     return problems
 

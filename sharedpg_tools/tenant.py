@@ -237,7 +237,7 @@ def provisioning_lock(conn: psycopg.Connection[Any], target: Target, timeout_s: 
         yield
         return
     _ensure_lock_database(conn)
-    with db.admin(target.params(dbname=LOCK_DATABASE)) as lock:
+    with db.admin(target, LOCK_DATABASE) as lock:
         lock.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(f"{int(timeout_s * 1000)}ms")))
         try:
             lock.execute("SELECT pg_advisory_lock(%s)", [LOCK_KEY])
@@ -319,7 +319,7 @@ class Ensurer:
         if not db_exists and self.s.dry_run:  # the database would be new: it would get every extension
             self._extensions(None)
         elif self._tenant_database_to_check():
-            with db.admin(self.target.params(dbname=self.spec.database)) as tdb:
+            with db.admin(self.target, self.spec.database) as tdb:
                 self._extensions(tdb)
                 self._public_schema(tdb)
         self._verify()

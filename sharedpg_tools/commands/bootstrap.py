@@ -20,7 +20,7 @@ from sharedpg_tools import bootstrap, fuses, logs, probe, spec
 from sharedpg_tools.commands.wait_for_db import add_policy_arguments, policy_from_args
 from sharedpg_tools.errors import ConfigError
 from sharedpg_tools.exitcodes import ExitCode
-from sharedpg_tools.settings import Context, EnvDefaults, target_from_args
+from sharedpg_tools.settings import Context, EnvDefaults, add_lock_wait, target_from_args
 from sharedpg_tools.waiter import Waiter
 
 NAME = "bootstrap"
@@ -52,6 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser, environ: Any) -> None:
     opts.add("--dry-run", action="store_true", default=False, help="print the plan and SQL; write nothing")
     opts.add("--maintenance-db", default="postgres", help="where the admin connects and takes the provisioning lock")
     opts.add("--lock-timeout", type=float, default=60.0, metavar="SECONDS", help="wait this long for other runs")
+    add_lock_wait(opts)
     add_policy_arguments(opts)
 
 

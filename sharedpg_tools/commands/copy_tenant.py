@@ -107,7 +107,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     tenant_password = read_password_file(args.tenant_password_file, "--tenant-password-file")
     log = logs.get_logger(command=NAME, tenant=args.name)
     started = time.monotonic()
-    with _connect_source(source_params) as src, db.admin(target.params(dbname=args.maintenance_db)) as admin:
+    with _connect_source(source_params) as src, db.admin(target, args.maintenance_db) as admin:
         src_major, tgt_major = src.info.server_version // 10000, admin.info.server_version // 10000
         if src.info.server_version > admin.info.server_version:
             raise PermanentError(

@@ -20,7 +20,7 @@ import psycopg
 from sharedpg_tools import db, interrupts, logs
 from sharedpg_tools.errors import ConfigError, SharedpgError
 from sharedpg_tools.exitcodes import ExitCode
-from sharedpg_tools.settings import Context, EnvDefaults, read_password_file, seconds, target_from_args
+from sharedpg_tools.settings import Context, EnvDefaults, add_lock_wait, read_password_file, seconds, target_from_args
 from sharedpg_tools.tenant import Ensurer, Outcome, TenantSpec, provisioning_lock
 
 NAME = "ensure-tenant"
@@ -52,6 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser, environ: Any) -> None:
     opts.add("--dry-run", action="store_true", default=False, help="print the SQL that would run; change nothing")
     opts.add("--maintenance-db", default="postgres", help="where the admin connects and takes the provisioning lock")
     opts.add("--lock-timeout", type=seconds, default=60.0, metavar="SECONDS", help="wait this long for other runs")
+    add_lock_wait(opts)
     opts.add("--attempt-timeout", type=seconds, default=10.0, metavar="SECONDS",
              help="limit of each connection attempt (libpq connect_timeout; PGCONNECT_TIMEOUT wins)")  # fmt: skip
 
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     log = logs.get_logger(command=NAME, tenant=spec.name)
 
     with (
-        db.admin(target.params(dbname=args.maintenance_db)) as conn,
+        db.admin(target, args.maintenance_db) as conn,
         provisioning_lock(conn, target, args.lock_timeout, args.dry_run),
     ):
         ensurer = None

@@ -11,19 +11,18 @@ would restart the exporter that reports it.
 from __future__ import annotations
 
 import argparse
-import socketserver
+import gzip
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from collections.abc import Callable, Iterator
 
-from prometheus_client import make_wsgi_app
 from prometheus_client.core import Metric
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from sharedpg_tools import logs, metrics, pool, spec
+from sharedpg_tools import httpserve, logs, metrics, pool, spec
 from sharedpg_tools.commands.check_pool import add_threshold_arguments, check_thresholds
-from sharedpg_tools.errors import ConfigError, Interrupted
+from sharedpg_tools.errors import ConfigError
 from sharedpg_tools.settings import Context, EnvDefaults, Target, seconds, target_from_args
 
 NAME = "serve-metrics"
@@ -86,30 +85,36 @@ class Reader(Collector):
         yield from metrics.exporter_families(self.reads, self.duration)
 
 
-class _Server(socketserver.ThreadingMixIn, WSGIServer):
-    daemon_threads = True
+def application(registry: CollectorRegistry) -> httpserve.Handler:
+    """``/metrics`` (the client library's exposition, OpenMetrics and gzip as the scraper asks) and
+    ``/healthz``."""
 
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        """Not a line per scrape."""
-
-
-def application(registry: CollectorRegistry) -> Callable[[dict[str, Any], Any], Iterable[bytes]]:
-    """``/metrics`` (the client library's exposition, gzip and OpenMetrics included) and ``/healthz``."""
-    exposition = make_wsgi_app(registry)
-
-    def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "")
+    def handle(method: str, path: str, headers: dict[str, str]) -> httpserve.Response:
         if path == "/metrics":
-            return exposition(environ, start_response)  # type: ignore[no-any-return]
+            encoder, content_type = choose_encoder(headers.get("accept", ""))
+            body = encoder(registry)
+            if "gzip" in headers.get("accept-encoding", ""):
+                return "200", [("Content-Type", content_type), ("Content-Encoding", "gzip")], gzip.compress(body)
+            return "200", [("Content-Type", content_type)], body
         if path == "/healthz":
-            start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8")])
-            return [b"ok\n"]
-        start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
-        return [b"not found: try /metrics or /healthz\n"]
+            return httpserve.text("200", "ok\n")
+        return httpserve.text("404", "not found: try /metrics or /healthz\n")
 
-    return app
+    return handle
+
+
+def _reading(target: Target, args: argparse.Namespace, tenants: spec.Spec | None) -> Callable[[], pool.Report]:
+    """One read of the server; a password file that is empty or unreadable now (a Secret being rotated)
+    is a read that failed, like a wrong password: ``sharedpg_up 0`` and one log line, never an error page."""
+
+    def read() -> pool.Report:
+        try:
+            params = target.params()
+        except ConfigError as exc:
+            return pool.unread(str(exc), "the password file must hold the login's password: check its Secret")
+        return pool.read_live(params, args.read_timeout, tenants, args.warn, args.crit)
+
+    return read
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
@@ -117,21 +122,15 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     tenants = spec.load(args.spec, check_capacity=False) if args.spec else None
     target: Target = target_from_args(args, ctx)
     log = logs.get_logger(command=NAME)
-    reader = Reader(lambda: pool.read_live(target.params(), args.read_timeout, tenants, args.warn, args.crit),
-                    args.cache, log)  # fmt: skip
+    reader = Reader(_reading(target, args, tenants), args.cache, log)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(reader)
     host, port = args.listen
     try:
-        server = make_server(host, port, application(registry), server_class=_Server, handler_class=_QuietHandler)
+        signum = httpserve.serve(host, port, application(registry), httpserve.Limits(),
+                                 lambda bound: log.info("serving metrics", listen=f"{host}:{bound}",
+                                                        paths="/metrics /healthz"))  # fmt: skip
     except OSError as exc:
         raise ConfigError(f"--listen {host}:{port}: {exc.strerror}: choose a free port or address") from None
-    log.info("serving metrics", listen=f"{host}:{server.server_port}", paths="/metrics /healthz")
-    try:
-        server.serve_forever(poll_interval=0.5)
-    except Interrupted as exc:
-        log.info("stopped", signal=exc.signum)
-        return 128 + exc.signum
-    finally:
-        server.server_close()
-    return 0
+    log.info("stopped", signal=signum)
+    return 128 + signum

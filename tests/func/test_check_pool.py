@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import struct
 from pathlib import Path
 
 import yaml
@@ -18,9 +20,16 @@ def check(cli: Cli, pg: Server, *args: str, user: str | None = None, password: s
     return cli("check-pool", "--dsn", pg.conninfo(user), *args, env=env)
 
 
-def spec_file(tmp_path: Path, tenant: Tenant, pool_max: int) -> str:
+def spec_file(tmp_path: Path, tenant: Tenant, pool_max: int, margin: int = 1) -> str:
     path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump({"tenants": [{"name": tenant.name, "stack": "cicd", "pool": {"max": pool_max}}]}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "connection_limit_margin": margin,
+                "tenants": [{"name": tenant.name, "stack": "cicd", "pool": {"max": pool_max}}],
+            }
+        )
+    )
     return str(path)
 
 
@@ -62,7 +71,7 @@ def test_drifted_limit_is_flagged_against_the_spec(cli: Cli, pg: Server, tenants
     result = check(cli, pg, "--role", tenant.name, "--spec", spec, "--output", "json")
     assert result.code == 1, result
     [finding] = result.result()["findings"]
-    assert finding["status"] == "WARNING" and "CONNECTION LIMIT 99 differs from the spec's 7" in finding["message"]
+    assert finding["status"] == "WARNING" and "CONNECTION LIMIT 99 differs from the spec's 6" in finding["message"]
 
 
 def test_an_unprivileged_caller_gets_unknown_not_a_wrong_count(cli: Cli, pg: Server, tenants: list[Tenant]) -> None:
@@ -133,6 +142,27 @@ def test_offline_seed_plan_fits_and_an_overfull_one_does_not(cli: Cli, tmp_path:
     assert "does not fit by 13" in message and "keycloak 20 (10x2x1)" in message
 
 
+def test_the_limits_plus_the_headroom_must_fit_not_only_the_budgets(cli: Cli, tmp_path: Path) -> None:
+    """Budgets that fit with limits that do not: with every tenant at its CONNECTION LIMIT the admin could not
+    connect. The built-in spec and the shipped ConfigMaps fit both ways."""
+    fits = cli("check-pool", "--offline", "--output", "json").result()
+    assert fits["status"] == "OK" and fits["findings"] == [], fits
+    for name in ("configmap-tenants.yaml", "configmap-tenants-pragmatic.yaml"):
+        shipped = yaml.safe_load((ROOT / "k8s-snippets" / "bootstrap" / name).read_text())
+        (tmp_path / name).write_text(next(iter(shipped["data"].values())))
+        assert cli("check-pool", "--offline", "--spec", str(tmp_path / name)).code == 0, name
+    raw = yaml.safe_load(cli("bootstrap", "--print-default-spec").stdout)
+    raw["connection_limit_margin"] = 2  # budgets 65 + 5 = 70 fit; limits 77 + 5 = 82 do not, of 77
+    (tmp_path / "margin.yaml").write_text(yaml.safe_dump(raw))
+    tight = cli("check-pool", "--offline", "--spec", str(tmp_path / "margin.yaml"), "--output", "json")
+    assert tight.code == 2, tight
+    [finding] = tight.result()["findings"]
+    assert "CONNECTION LIMITs 77 + admin headroom 5 > 77 usable slots" in finding["message"], finding
+    assert "connection_limit_margin" in finding["hint"]
+    refused = cli("bootstrap", "--plan", "--spec", str(tmp_path / "margin.yaml"))
+    assert refused.code == 2 and "would lock the admin out" in refused.stderr, refused
+
+
 def test_offline_capacity_flags_override_the_spec(cli: Cli) -> None:
     result = cli("check-pool", "--offline", "--max-connections", "100", "--reserved", "5", "--output", "json")
     assert result.code == 0, result
@@ -158,10 +188,10 @@ def test_help_shows_the_nagios_codes(cli: Cli) -> None:
 
 def test_a_tenant_at_its_full_budget_is_ok_and_one_more_is_a_warning(cli: Cli, pg: Server, tenants: list[Tenant],
                                                                      tmp_path: Path) -> None:  # fmt: skip
-    """The spec's margin over a budget is small (2), so at a full pool a tenant sits at 83 % of its limit (the
+    """A spec's margin over a budget is small (here 2), so at a full pool a tenant sits at 83 % of its limit (the
     soak measured 83-91 % for the six): that is the plan, not a warning; a connection beyond the budget is."""
     tenant = make(tenants, pg, cli, limit=12)
-    spec = spec_file(tmp_path, tenant, pool_max=10)  # budget 10, expected limit 12
+    spec = spec_file(tmp_path, tenant, pool_max=10, margin=2)  # budget 10, expected limit 12
     tenant.open(idle=10)
     full = check(cli, pg, "--spec", spec, "--role", tenant.name, "--output", "json")
     assert full.code == 0 and full.result()["findings"] == [], full
@@ -169,3 +199,30 @@ def test_a_tenant_at_its_full_budget_is_ok_and_one_more_is_a_warning(cli: Cli, p
     over = check(cli, pg, "--spec", spec, "--role", tenant.name, "--output", "json")
     [finding] = over.result()["findings"]
     assert over.code == 1 and "11 of its 12 connections (92%), above its budget of 10" in finding["message"], over
+
+
+def stalled_logins(pg: Server, count: int) -> list[socket.socket]:
+    """Connections that send a startup packet and never answer the password request: each holds a slot
+    until the server's authentication_timeout, with no role in pg_stat_activity yet."""
+    sockets = []
+    for _ in range(count):
+        sock = socket.create_connection((pg.host, pg.port))
+        body = struct.pack("!I", 196608) + b"user\0nobody_yet\0database\0postgres\0\0"
+        sock.sendall(struct.pack("!I", len(body) + 4) + body)
+        assert sock.recv(1) == b"R", "the server asks for a password"
+        sockets.append(sock)
+    return sockets
+
+
+def test_connections_still_authenticating_are_counted(cli: Cli, pg: Server) -> None:
+    stalled = stalled_logins(pg, 6)
+    try:
+        report = check(cli, pg, "--output", "json").result()
+        text = check(cli, pg, "--output", "prometheus").stdout
+    finally:
+        for sock in stalled:
+            sock.close()
+    assert report["authenticating"] == 6, report
+    assert report["connections"] >= 6 + 1, "they hold slots: the total counts them"
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert families["sharedpg_authenticating_connections"].samples[0].value == 6

@@ -113,7 +113,8 @@ def test_core_objects_validate_against_kubernetes_schemas() -> None:
             continue
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
         checked += 1
-    assert checked == 10  # 2 services, statefulset, deployment, networkpolicy, 2 tenants configmaps, 2 jobs, argocd-cm
+    assert checked == 11  # 2 services, statefulset, deployment, 2 networkpolicies, 2 tenants configmaps, 2 jobs,
+    # argocd-cm
 
 
 def test_patched_containers_validate_as_pod_containers() -> None:

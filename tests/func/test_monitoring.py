@@ -288,13 +288,20 @@ def test_kube_prometheus_stack_finds_the_exporter_the_alerts_and_the_dashboard(r
     assert json.loads(dashboard["data"]["sharedpg.json"]) == json.loads(
         (MONITORING / "dashboards" / "sharedpg.json").read_text()
     )
-    [policy] = [p.obj for p in tree.objects if p.kind == "NetworkPolicy" and p.namespace == "database"]
+    [policy] = [p.obj for p in tree.objects if p.kind == "NetworkPolicy" and p.name == "shared-postgresql"]
     peers = [
         peer.get("podSelector", {}).get("matchLabels") for rule_ in policy["spec"]["ingress"] for peer in rule_["from"]
     ]
     assert any(labels and _subset(labels, pod["metadata"]["labels"]) for labels in peers), (
         "the exporter may not reach the server"
     )
+    guard = ours["NetworkPolicy", "sharedpg-metrics"]  # only Prometheus reaches the exporter
+    assert _subset(guard["spec"]["podSelector"]["matchLabels"], pod["metadata"]["labels"])
+    [admitted] = guard["spec"]["ingress"]
+    [peer] = admitted["from"]
+    assert peer["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}, peer
+    assert set(peer["namespaceSelector"]["matchLabels"]) == {"kubernetes.io/metadata.name"}
+    assert [p["port"] for p in admitted["ports"]] == [9187]
 
 
 def test_monitoring_off_renders_no_monitoring_application(renderer: Renderer, tmp_path: Path) -> None:

@@ -4,12 +4,14 @@ least-privilege login it is meant to run as."""
 
 from __future__ import annotations
 
+import resource
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pytest
 from psycopg import sql
 
 from sharedpg_tools.localserver import free_port
@@ -37,7 +39,7 @@ def test_scrape_carries_each_tenant_by_state_with_its_limit_and_budget(
     assert states["idle"] == 2 and states["idle in transaction"] == 1 and states["active"] == 0
     assert by_role(families["sharedpg_role_connection_limit"], tenant.name) == {"": 12}
     assert by_role(families["sharedpg_role_connection_budget"], tenant.name) == {"": 4}
-    assert by_role(families["sharedpg_role_expected_connection_limit"], tenant.name) == {"": 6}  # budget + margin
+    assert by_role(families["sharedpg_role_expected_connection_limit"], tenant.name) == {"": 5}  # budget + margin
     usable = families["sharedpg_usable_connections"][0].value
     reserved = sum(s.value for s in families["sharedpg_reserved_connections"])
     assert usable == families["sharedpg_max_connections"][0].value - reserved
@@ -143,3 +145,64 @@ def test_an_unreadable_spec_is_a_one_line_usage_error(cli: Cli, pg: Server, tmp_
     for spec in (str(tmp_path / "missing.yaml"), str(tmp_path / "spec.yaml")):
         result = cli("serve-metrics", "--listen", f"127.0.0.1:{free_port()}", "--spec", spec, "--dsn", pg.conninfo())
         assert result.code == 2 and len(result.log_lines) == 1 and spec in result.stderr, result
+
+
+def peak_rss_mib(pid: int) -> float:
+    """The process's peak resident set (VmHWM), what a memory limit would have had to hold."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+@pytest.mark.parametrize("pg", ["pg18"], indirect=True)  # the exporter's own limits, whatever the server
+def test_five_thousand_idle_clients_neither_stop_scrapes_nor_outgrow_the_memory_limit(
+    start_exporter: Start, pg: Server
+) -> None:
+    """Clients that connect and say nothing (or half a request), from any namespace the NetworkPolicy admits:
+    scrapes still answer, and the exporter stays under the Deployment's 64 Mi limit with few descriptors."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))  # the test's own 5,000 sockets
+    exporter = start_exporter(pg.conninfo(), pg.password, "--cache", "0")
+    pid = exporter.running.proc.pid
+    port = int(exporter.url.rsplit(":", 1)[1])
+    idle: list[socket.socket] = []
+    try:
+        for n in range(5000):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            if n % 2:
+                sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # half a request, never finished
+            idle.append(sock)
+            if n % 1000 == 999:
+                assert exporter.scrape()["sharedpg_up"][0].value == 1, f"a scrape failed with {n + 1} idle clients"
+        scrapes = [exporter.scrape()["sharedpg_up"][0].value for _ in range(5)]
+        descriptors = len(list(Path(f"/proc/{pid}/fd").iterdir()))
+    finally:
+        for sock in idle:
+            sock.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert scrapes == [1] * 5
+    assert descriptors < 400, f"{descriptors} descriptors open: connections are not bounded"
+    assert peak_rss_mib(pid) < 64, f"peak RSS {peak_rss_mib(pid):.1f} MiB"
+    assert "Traceback" not in exporter.stop()
+
+
+def test_an_empty_or_missing_password_file_is_a_failed_read_not_an_error_page(
+    start_exporter: Start, cli: Cli, pg: Server, tenants: list[Tenant], tmp_path: Path
+) -> None:
+    """The Secret's file during a rotation: empty, then gone, then back."""
+    monitor = make(tenants, pg, cli)
+    pg.admin_sql(sql.SQL("GRANT pg_monitor TO {}").format(sql.Identifier(monitor.name)))
+    secret = tmp_path / "password"
+    secret.write_text(monitor.password)
+    exporter = start_exporter(pg.conninfo(monitor.name), "", "--cache", "0", "--password-file", str(secret))
+    assert exporter.scrape()["sharedpg_up"][0].value == 1
+    secret.write_text("")
+    empty = exporter.scrape()
+    assert empty["sharedpg_up"][0].value == 0 and empty["sharedpg_pool_status"][0].value == 3
+    secret.unlink()
+    assert exporter.scrape()["sharedpg_up"][0].value == 0
+    secret.write_text(monitor.password)
+    assert exporter.scrape()["sharedpg_up"][0].value == 1
+    log = exporter.stop()
+    assert log.count("cannot read the server") == 1 and "is empty" in log and "Traceback" not in log, log
