@@ -164,5 +164,5 @@ def source_env(params: dict[str, str]) -> dict[str, str]:
     env = db.source_environ()
     if params.get("password"):
         env["PGPASSWORD"] = params["password"]
-    env["PGREQUIREAUTH"] = db.source_params(params)["require_auth"]
+    env["PGREQUIREAUTH"] = params.get("require_auth", db.SOURCE_REQUIRE_AUTH)
     return env

@@ -57,8 +57,10 @@ def tenant(params: Mapping[str, str]) -> Conn:
 
 
 def source_params(params: Mapping[str, str]) -> dict[str, str]:
-    """The old server's parameters: what ``--from-*`` gave, with our defaults where they gave nothing."""
-    return {**_SOURCE_DEFAULTS, **params}
+    """The old server's parameters: what ``--from-*`` gave, with our defaults where they gave nothing
+    (``require_auth`` only where this libpq knows it: 16 and newer)."""
+    defaults = {k: v for k, v in _SOURCE_DEFAULTS.items() if k != "require_auth" or psycopg.pq.version() >= 160000}
+    return {**defaults, **params}
 
 
 def source_environ(environ: Mapping[str, str] = os.environ) -> dict[str, str]:

@@ -70,8 +70,9 @@ class Tree:
     def of(self, kind: str, app: str | None = None) -> list[Placed]:
         return [p for p in self.objects if p.kind == kind and (app is None or p.app == app)]
 
-    def one(self, kind: str, name: str) -> Placed:
-        [found] = [p for p in self.objects if p.kind == kind and p.name == name]
+    def one(self, kind: str, name: str, namespace: str | None = None) -> Placed:
+        [found] = [p for p in self.objects if p.kind == kind and p.name == name
+                   and namespace in (None, p.namespace)]  # fmt: skip
         return found
 
 
@@ -111,11 +112,12 @@ class Renderer:
         self.cache: dict[str, list[dict[str, Any]]] = {}
 
     def root(
-        self, fuses: dict[str, bool], profile: str = "full", chart: Path = SNIPPETS / "root"
+        self, fuses: dict[str, bool], profile: str = "full", chart: Path = SNIPPETS / "root", *extra: str
     ) -> list[dict[str, Any]]:
+        """The root chart rendered; ``extra``: more helm arguments (``--set-file vaultCABundle=ca.pem``)."""
         sets = [f"fuses.{stack}={str(on).lower()}" for stack, on in fuses.items()] + [f"profile={profile}"]
         return _docs(_run(self.helm, "template", "platform", chart, "--namespace", "argocd",
-                          *itertools.chain.from_iterable(("--set", s) for s in sets)))  # fmt: skip
+                          *itertools.chain.from_iterable(("--set", s) for s in sets), *extra))  # fmt: skip
 
     def application(self, app: dict[str, Any]) -> list[dict[str, Any]]:
         key = json.dumps(app["spec"], sort_keys=True)

@@ -215,6 +215,8 @@ def stalled_logins(pg: Server, count: int) -> list[socket.socket]:
 
 
 def test_connections_still_authenticating_are_counted(cli: Cli, pg: Server) -> None:
+    """PostgreSQL 18 lists a backend in pg_stat_activity while it authenticates (no role yet); 15 and 16 list
+    it only once logged in, so there such slots cannot be seen (docs/guide.md, "Security model")."""
     stalled = stalled_logins(pg, 6)
     try:
         report = check(cli, pg, "--output", "json").result()
@@ -222,7 +224,8 @@ def test_connections_still_authenticating_are_counted(cli: Cli, pg: Server) -> N
     finally:
         for sock in stalled:
             sock.close()
-    assert report["authenticating"] == 6, report
-    assert report["connections"] >= 6 + 1, "they hold slots: the total counts them"
+    visible = 6 if pg.major >= 18 else 0
+    assert report["authenticating"] == visible, report
+    assert report["connections"] >= visible + 1, "they hold slots: the total counts them"
     families = {f.name: f for f in text_string_to_metric_families(text)}
-    assert families["sharedpg_authenticating_connections"].samples[0].value == 6
+    assert families["sharedpg_authenticating_connections"].samples[0].value == visible

@@ -9,12 +9,16 @@ import base64
 import copy
 import itertools
 import json
+import re
+import subprocess
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import jsonschema
 import kubernetes_validate
 import pytest
+import trustme
 import yaml
 
 from sharedpg_tools import spec as spec_module
@@ -37,10 +41,7 @@ from tests.func.test_k8s_snippets import env_of, gates
 ROWS = list(itertools.product([False, True], repeat=4))
 SERVICE_HOST = "shared-postgresql.database.svc.cluster.local"
 # What exists in any cluster without this tree, or is the platform team's documented input (README).
-EXTERNAL = {
-    ("Namespace", "", "argocd"), ("Namespace", "", "external-secrets"),
-    ("ServiceAccount", "external-secrets", "external-secrets"),
-}  # fmt: skip
+EXTERNAL = {("Namespace", "", "argocd")}
 AUTOMATIC = {"ServiceAccount": "default", "ConfigMap": "kube-root-ca.crt"}  # made in every namespace
 
 
@@ -62,7 +63,9 @@ def test_root_emits_exactly_the_truth_tables_applications(renderer: Renderer, ro
     namespaces = {d["metadata"]["name"] for d in docs if d["kind"] == "Namespace"}
     wanted = {ROOT_VALUES["apps"][n]["namespace"] for n in expected_apps(fuses) if n in ROOT_VALUES["apps"]}
     assert namespaces == (wanted | {"database"} if any(row) else set())
-    assert bool([d for d in docs if d["kind"] == "ClusterSecretStore"]) is any(row)
+    assert not [d for d in docs if d["kind"] == "ClusterSecretStore"], "no store every namespace may use"
+    stores = {d["metadata"]["namespace"] for d in docs if d["kind"] == "SecretStore"}
+    assert stores == (wanted | {"database"} if any(row) else set()), "a store in each namespace that reads Vault"
 
 
 def test_pragmatic_profile_is_backstage_and_sonarqube_on_their_own_spec(renderer: Renderer) -> None:
@@ -79,7 +82,7 @@ def test_pragmatic_profile_is_backstage_and_sonarqube_on_their_own_spec(renderer
 
 def test_every_application_retries_prunes_through_its_finalizer_and_validates(renderer: Renderer) -> None:
     schema = json.loads((SCHEMAS / "application-argoproj.io-v1alpha1.json").read_text())
-    store_schema = json.loads((SCHEMAS / "clustersecretstore-external-secrets.io-v1.json").read_text())
+    store_schema = json.loads((SCHEMAS / "secretstore-external-secrets.io-v1.json").read_text())
     docs = renderer.root(row_fuses((True, True, True, True)))
     root_app = _docs((SNIPPETS / "argocd" / "root-application.yaml").read_text())
     for doc in docs + root_app:
@@ -88,10 +91,44 @@ def test_every_application_retries_prunes_through_its_finalizer_and_validates(re
             assert doc["spec"]["syncPolicy"]["retry"]["limit"] > 0 and doc["spec"]["syncPolicy"]["retry"]["backoff"]
             if doc not in root_app:
                 assert doc["metadata"]["finalizers"] == ["resources-finalizer.argocd.argoproj.io"]
-        elif doc["kind"] == "ClusterSecretStore":
+        elif doc["kind"] == "SecretStore":
             jsonschema.Draft7Validator(store_schema).validate(doc)
         else:
             kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+def test_vault_is_reached_over_https_with_its_ca_from_one_place(renderer: Renderer, tmp_path: Path,
+                                                                 test_ca: trustme.CA) -> None:  # fmt: skip
+    """vaultServer and vaultCABundle are the only places: every SecretStore and both Jobs take them from there,
+    and plain http is refused at render time."""
+    ca = tmp_path / "vault-ca.pem"
+    test_ca.cert_pem.write_to_path(str(ca))
+    server = "https://vault.example.internal:8200"
+    tree = renderer.tree(row_fuses((True, True, True, True)))
+    docs = renderer.root(row_fuses((True, True, True, True)), "full", SNIPPETS / "root",
+                         "--set", f"vaultServer={server}", "--set-file", f"vaultCABundle={ca}")  # fmt: skip
+    stores = [d for d in docs if d["kind"] == "SecretStore"]
+    assert stores and all(s["spec"]["provider"]["vault"]["server"] == server for s in stores)
+    assert all(base64.b64decode(s["spec"]["provider"]["vault"]["caBundle"]) == ca.read_bytes() for s in stores)
+    [settings] = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "sharedpg-vault"]
+    [bundle] = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "sharedpg-vault-ca"]
+    assert settings["data"] == {"VAULT_ADDR": server, "VAULT_CACERT": "/etc/sharedpg-vault/ca.crt"}
+    assert bundle["data"]["ca.crt"] == ca.read_text()
+    jobs = [p.obj for p in tree.objects if p.kind == "Job" and p.name.startswith("sharedpg-")]
+    assert len(jobs) == 2
+    for job in jobs:
+        pod = job["spec"]["template"]["spec"]
+        [volume] = [v for v in pod["volumes"] if v.get("configMap", {}).get("name") == "sharedpg-vault-ca"]
+        for container in pod.get("initContainers", []) + pod["containers"]:
+            assert "VAULT_ADDR" not in {e["name"] for e in container.get("env", [])}, "the address in one place"
+            sources = [v["name"] for f in container["envFrom"] for k, v in f.items() if k == "configMapRef"]
+            assert "sharedpg-vault" in sources, container["name"]
+            [mount] = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
+            assert mount["mountPath"] == "/etc/sharedpg-vault"
+    refused = subprocess.run([str(renderer.helm), "template", "platform", str(SNIPPETS / "root"), "--set",
+                              "fuses.cicd=true", "--set", "vaultServer=http://vault:8200"],
+                             capture_output=True, text=True)  # fmt: skip
+    assert refused.returncode != 0 and "use https://" in refused.stderr, refused.stderr
 
 
 def test_the_database_namespace_and_volume_outlive_every_fuse(renderer: Renderer) -> None:
@@ -369,7 +406,7 @@ def wiring_problems(tree: Tree) -> list[str]:
         produced[key] = min(order, produced.get(key, order))
 
     for p in tree.objects:
-        namespaced = p.kind not in ("Namespace", "ClusterSecretStore", "ClusterRole", "ClusterRoleBinding")
+        namespaced = p.kind not in ("Namespace", "ClusterRole", "ClusterRoleBinding")
         produce(p.kind, p.namespace if namespaced else "", p.name, p.order)
         if p.kind == "ExternalSecret":
             produce("Secret", p.namespace, p.obj["spec"]["target"]["name"], p.order)
@@ -395,13 +432,38 @@ def wiring_problems(tree: Tree) -> list[str]:
             for kind, name in _refs(p.obj):
                 need(p, kind, p.namespace, name)
         if p.kind == "ExternalSecret":
-            need(p, "ClusterSecretStore", "", p.obj["spec"]["secretStoreRef"]["name"])
+            store = p.obj["spec"]["secretStoreRef"]
+            if store["kind"] != "SecretStore":
+                problems.append(f"{p.app}: ExternalSecret {p.namespace}/{p.name} uses a {store['kind']}: any "
+                                "namespace could use that store; use its namespace's SecretStore")  # fmt: skip
+                continue
+            need(p, "SecretStore", p.namespace, store["name"])
             for item in p.obj["spec"]["data"]:
                 need(p, "VaultSecret", "", item["remoteRef"]["key"])
-        if p.kind == "ClusterSecretStore":
+                problems += _unreadable(tree, p, store["name"], item["remoteRef"]["key"])
+        if p.kind == "SecretStore":
             ref = p.obj["spec"]["provider"]["vault"]["auth"]["kubernetes"]["serviceAccountRef"]
-            need(p, "ServiceAccount", ref["namespace"], ref["name"])
+            need(p, "ServiceAccount", p.namespace, ref["name"])
     return problems
+
+
+def _unreadable(tree: Tree, secret: Placed, store_name: str, key: str) -> list[str]:
+    """An ExternalSecret may ask only for what its namespace's Vault role may read (vault/<role>.hcl)."""
+    stores = [p for p in tree.objects if p.kind == "SecretStore" and p.name == store_name
+              and p.namespace == secret.namespace]  # fmt: skip
+    if not stores:
+        return []  # reported as a missing store
+    vault = stores[0].obj["spec"]["provider"]["vault"]
+    role = vault["auth"]["kubernetes"]["role"]
+    policy = SNIPPETS / "vault" / f"{role}.hcl"
+    readable = set(re.findall(r'path "([^"]+)" \{ capabilities = \[[^\]]*"read"', policy.read_text())) \
+        if policy.exists() else set()  # fmt: skip
+    if f"{vault['path']}/data/{key}" in readable:
+        return []
+    return [
+        f"{secret.app}: ExternalSecret {secret.namespace}/{secret.name} asks for {key}, which Vault role {role} "
+        f"of namespace {secret.namespace} may not read"
+    ]
 
 
 @pytest.mark.parametrize("row", ROWS, ids=["".join("1" if on else "0" for on in row) for row in ROWS])
@@ -423,13 +485,29 @@ def _broken(tree: Tree, change: Callable[[Tree], None]) -> Tree:
     return copied
 
 
-def _drop(kind: str, name: str) -> Callable[[Tree], None]:
-    return lambda t: t.objects.remove(t.one(kind, name))
+def _drop(kind: str, name: str, namespace: str | None = None) -> Callable[[Tree], None]:
+    return lambda t: t.objects.remove(t.one(kind, name, namespace))
 
 
-def _move(kind: str, name: str, order: tuple[int, int, int]) -> Callable[[Tree], None]:
+def _move(kind: str, name: str, order: tuple[int, int, int], namespace: str | None = None) -> Callable[[Tree], None]:
     def change(t: Tree) -> None:
-        t.one(kind, name).order = order
+        t.one(kind, name, namespace).order = order
+
+    return change
+
+
+def _ask(external_secret: str, key: str) -> Callable[[Tree], None]:
+    """An ExternalSecret whose first item asks for ``key`` instead."""
+
+    def change(t: Tree) -> None:
+        t.one("ExternalSecret", external_secret).obj["spec"]["data"][0]["remoteRef"]["key"] = key
+
+    return change
+
+
+def _cluster_store(external_secret: str) -> Callable[[Tree], None]:
+    def change(t: Tree) -> None:
+        t.one("ExternalSecret", external_secret).obj["spec"]["secretStoreRef"]["kind"] = "ClusterSecretStore"
 
     return change
 
@@ -440,7 +518,17 @@ def _move(kind: str, name: str, order: tuple[int, int, int]) -> Callable[[Tree],
     ("a namespace nothing makes (ExternalSecrets before their stack's namespace)", _drop("Namespace", "cicd"),
      "needs Namespace /cicd, which nothing"),
     ("the store after the admin ExternalSecret (the old wave deadlock)",
-     _move("ClusterSecretStore", "vault", (5, 1, 0)), "needs ClusterSecretStore /vault, made later"),
+     _move("SecretStore", "vault", (5, 1, 0), "database"), "needs SecretStore database/vault, made later"),
+    ("a namespace's store missing", _drop("SecretStore", "vault", "cicd"), "needs SecretStore cicd/vault, which"),
+    ("a store's service account missing", _drop("ServiceAccount", "sharedpg-secrets", "policies"),
+     "needs ServiceAccount policies/sharedpg-secrets, which nothing"),
+    ("an ExternalSecret of cicd asking for the admin's password",
+     _ask("sonarqube-db", "database/shared-postgresql/admin"),
+     "asks for database/shared-postgresql/admin, which Vault role eso-cicd of namespace cicd may not read"),
+    ("an ExternalSecret of observability asking for another stack's path",
+     _ask("grafana-db", "backstage/backstage/postgres"), "which Vault role eso-observability"),
+    ("an ExternalSecret through a store every namespace may use", _cluster_store("dex-db"),
+     "uses a ClusterSecretStore"),
     ("the apps' secrets read before the bootstrap Job writes Vault", _move("Job", "sharedpg-bootstrap", (4, 1, 1)),
      "needs VaultSecret /cicd/sonarqube/postgres, made later"),
     ("the admin secret read before it is created", _drop("Job", "sharedpg-admin-secret"),

@@ -222,14 +222,15 @@ def test_readme_docker_run_commands_work_as_written(image: Image, pg: Server, le
                 user = "sonarqube" if "PGUSER=sonarqube" in line else pg.superuser
                 (tmp_path / "pw").write_text(passwords.get(user, pg.password))
                 (tmp_path / "old-pw").write_text(passwords["sonarUser"])
+                (tmp_path / "tenant-pw").write_text(passwords["sonarqube"])
             done = subprocess.run(["bash", "-euc", f"{docker}\n{line}"], cwd=tmp_path, capture_output=True,
                                   text=True, timeout=300)  # fmt: skip
             runs.append(cli.check(Result(done.returncode, done.stdout, done.stderr)))
             assert done.returncode == 0, f"{line}\n{done.stderr[-3000:]}"
-        assert len(runs) == 7, "the README's section changed: update this test"
-        assert json.loads(runs[2].stdout)["status"] == "ready"
-        assert "cicd=on" in runs[3].stdout, "FUSE_CICD reached the plan"
-        families = {f.name for f in text_string_to_metric_families(runs[5].stdout)}
+        assert len(runs) == 8, "the README's section changed: update this test"
+        assert json.loads(runs[3].stdout)["status"] == "ready"
+        assert "cicd=on" in runs[4].stdout, "FUSE_CICD reached the plan"
+        families = {f.name for f in text_string_to_metric_families(runs[6].stdout)}
         assert "sharedpg_usable_connections" in families
         with psycopg.connect(pg.conninfo("sonarqube", "sonarqube"), password=passwords["sonarqube"]) as conn:
             assert conn.execute("SELECT count(*), current_user FROM projects").fetchone() == (300, "sonarqube")

@@ -286,9 +286,11 @@ class PlatformVault:
 
 
 @pytest.fixture
-def platform_vault(tmp_path_factory: pytest.TempPathFactory, kube_api: TokenReviewAPI) -> Iterator[PlatformVault]:
+def platform_vault(tmp_path_factory: pytest.TempPathFactory, kube_api: TokenReviewAPI,
+                   test_ca: trustme.CA) -> Iterator[PlatformVault]:  # fmt: skip
+    """Over TLS, as the manifests reach it (https with the CA bundle)."""
     workdir = tmp_path_factory.mktemp("platform-vault")
-    server = OpenBao.dev(workdir)
+    server = OpenBao.configured(workdir, test_ca)
     yield PlatformVault(server, kube_api, workdir)
     server.stop()
 
@@ -315,12 +317,40 @@ def test_the_bootstrap_policy_is_create_and_read_on_each_login_and_the_admin_sec
     assert all(caps == ["create", "read"] for caps in policy.values())
 
 
-def test_the_external_secrets_policy_reads_exactly_what_the_externalsecrets_ask_for() -> None:
-    policy = hcl_paths("external-secrets.hcl")
-    asked = {
-        f"secret/data/{ref['remoteRef']['key']}" for _, es in objects("ExternalSecret") for ref in es["spec"]["data"]
-    }
-    assert set(policy) == asked and all(caps == ["read"] for caps in policy.values())
+def asked_by_namespace() -> dict[str, set[str]]:
+    """The Vault keys the ExternalSecrets of each namespace ask for."""
+    asked: dict[str, set[str]] = {}
+    for _, es in objects("ExternalSecret"):
+        asked.setdefault(es["metadata"]["namespace"], set()).update(r["remoteRef"]["key"] for r in es["spec"]["data"])
+    return asked
+
+
+def test_each_namespaces_policy_reads_exactly_what_its_externalsecrets_ask_for() -> None:
+    asked = asked_by_namespace()
+    configured = re.search(r'NAMESPACES="([^"]+)"', (VAULT_SNIPPETS / "configure.sh").read_text())
+    assert configured and set(configured[1].split()) == set(asked), "configure.sh makes a role per namespace"
+    for namespace, keys in asked.items():
+        policy = hcl_paths(f"eso-{namespace}.hcl")
+        assert set(policy) == {f"secret/data/{k}" for k in keys}, namespace
+        assert all(caps == ["read"] for caps in policy.values())
+    assert {k for k in asked["database"] if k.startswith("database/")} == set(asked["database"])
+    assert not [k for ns, keys in asked.items() if ns != "database" for k in keys if not k.startswith(f"{ns}/")], (
+        "every namespace but database reads only its own stack's paths"
+    )
+
+
+def test_the_security_models_table_is_the_policies() -> None:
+    """docs/guide.md's table of what each namespace reads, against the policies that grant it."""
+    section = (ROOT / "docs" / "guide.md").read_text().split("## Security model", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `(\w+)` \| (.+?) \| `(eso-\w+)` \|$", section, re.MULTILINE)
+    assert {ns for ns, _, _ in rows} == set(asked_by_namespace())
+    for namespace, paths, role in rows:
+        shown, previous = set(), ""
+        for path in re.findall(r"`([^`]+)`", paths):
+            path = previous.rsplit("/", 1)[0] + path[1:] if path.startswith("…") else path
+            shown.add(f"secret/data/{path.removeprefix('secret/')}")
+            previous = path
+        assert role == f"eso-{namespace}" and shown == set(hcl_paths(f"{role}.hcl")), namespace
 
 
 def _denied(call: Any) -> bool:
@@ -352,7 +382,8 @@ def test_the_job_bootstraps_with_its_own_role_and_external_secrets_reads_what_it
     cli.secrets.add(jwt.read_text())
     env = resolve_env(container, pg, {}, "")
     env |= {"PGUSER": pg.superuser, "PGPASSWORD_FILE": str(tmp_path / "admin-password"), "VAULT_ADDR": vault.addr,
-            "SHAREDPG_VAULT_K8S_JWT_FILE": str(jwt), "FUSE_CICD": "true"}  # fmt: skip
+            "VAULT_CACERT": str(vault.cacert), "SHAREDPG_VAULT_K8S_JWT_FILE": str(jwt),
+            "FUSE_CICD": "true"}  # fmt: skip
     assert env["SHAREDPG_VAULT_K8S_ROLE"] == "sharedpg-bootstrap" and "VAULT_TOKEN" not in env
     args = [a if a != "/etc/sharedpg/tenants.yaml" else str(spec_path) for a in container["args"]]
     tenants = spec_module.load(None).tenants
@@ -368,6 +399,7 @@ def test_the_job_bootstraps_with_its_own_role_and_external_secrets_reads_what_it
         for step in hook_pod["initContainers"] + hook_pod["containers"]:  # the hook's own command lines, in order
             step_env = resolve_env(step, pg, {}, "") | {
                 "VAULT_ADDR": vault.addr,
+                "VAULT_CACERT": str(vault.cacert),
                 "SHAREDPG_VAULT_K8S_JWT_FILE": str(jwt),
             }
             made = cli(*step["args"], "--output", "json", env=step_env)
@@ -385,17 +417,27 @@ def test_the_job_bootstraps_with_its_own_role_and_external_secrets_reads_what_it
         assert _denied(lambda: kv.list_secrets(path="", mount_point="secret"))
         assert _denied(lambda: kv.delete_metadata_and_all_versions(path=first, mount_point="secret"))
 
-        eso = platform_vault.login("external-secrets", "external-secrets", "external-secrets")
-        [store] = [d for d in renderer.root(dict.fromkeys(STACKS, True)) if d["kind"] == "ClusterSecretStore"]
-        provider = store["spec"]["provider"]["vault"]
-        assert provider["version"] == "v2" and provider["auth"]["kubernetes"]["role"] == "external-secrets"
+        stores = {d["metadata"]["namespace"]: d["spec"]["provider"]["vault"]
+                  for d in renderer.root(dict.fromkeys(STACKS, True)) if d["kind"] == "SecretStore"}  # fmt: skip
+        eso = {  # each namespace's store, logging in with that namespace's own service account
+            ns: platform_vault.login(ns, p["auth"]["kubernetes"]["serviceAccountRef"]["name"],
+                                     p["auth"]["kubernetes"]["role"])
+            for ns, p in stores.items()
+        }  # fmt: skip
         login_as = {t.vault_path: t for t in tenants}
         monitor_checked = False
         for _, external in objects("ExternalSecret"):
+            namespace = external["metadata"]["namespace"]
+            provider = stores[namespace]
+            assert provider["version"] == "v2" and provider["server"].startswith("https://")
             for ref in external["spec"]["data"]:
                 key, prop = ref["remoteRef"]["key"], ref["remoteRef"]["property"]
-                data = eso.secrets.kv.v2.read_secret_version(path=key, mount_point=provider["path"],
-                                                             raise_on_deleted_version=True)["data"]["data"]  # fmt: skip
+                data = eso[namespace].secrets.kv.v2.read_secret_version(
+                    path=key, mount_point=provider["path"], raise_on_deleted_version=True)["data"]["data"]  # fmt: skip
+                for other, client in eso.items():  # no other namespace's token reads it
+                    if other != namespace:
+                        assert _denied(lambda c=client, k=key: c.secrets.kv.v2.read_secret_version(
+                            path=k, mount_point="secret", raise_on_deleted_version=True)), (other, key)  # fmt: skip
                 assert prop in data, f"{external['metadata']['name']}: {key} has no {prop!r}"
                 if key in login_as and prop == "password":
                     tenant = login_as[key]
@@ -408,12 +450,15 @@ def test_the_job_bootstraps_with_its_own_role_and_external_secrets_reads_what_it
                         assert conn.execute("SELECT pg_has_role('pg_monitor', 'MEMBER')").fetchone() == (True,)
                     monitor_checked = True
         assert monitor_checked, "the monitoring login's ExternalSecret was not among those resolved"
-        assert _denied(lambda: eso.secrets.kv.v2.create_or_update_secret(path=first, secret={}, mount_point="secret"))
+        cicd = eso["cicd"].secrets.kv.v2
+        assert _denied(lambda: cicd.create_or_update_secret(path=first, secret={}, mount_point="secret"))
         assert _denied(
-            lambda: eso.secrets.kv.v2.read_secret_version(
-                path="cicd/other/postgres", mount_point="secret", raise_on_deleted_version=True
-            )
-        )
+            lambda: cicd.read_secret_version(path="cicd/other/postgres", mount_point="secret",
+                                             raise_on_deleted_version=True)
+        )  # fmt: skip
+        assert _denied(lambda: cicd.list_secrets(path="cicd", mount_point="secret"))
+        with pytest.raises(hvac.exceptions.Forbidden):  # another namespace's account cannot take cicd's role
+            platform_vault.login("observability", "sharedpg-secrets", "eso-cicd")
     finally:
         pg.drop_tenants([t.name for t in tenants] + [watcher.role])
 

@@ -13,6 +13,24 @@
 {{- end -}}
 {{- end -}}
 
+{{/* The namespaces whose ExternalSecrets read Vault: the database's (admin, monitoring) and each active
+app's, as "ns ns ..." without repeats. */}}
+{{- define "platform.secretNamespaces" -}}
+{{- $seen := dict "database" true -}}database {{ range $name := splitList " " (include "platform.activeApps" . | trim) -}}
+{{- if $name -}}{{- $ns := (index $.Values.apps $name).namespace -}}
+{{- if not (hasKey $seen $ns) -}}{{- $_ := set $seen $ns true -}}{{ $ns }} {{ end -}}{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Vault's address, refused unless https: the service-account token, the Vault token and every password
+cross the pod network on this connection. */}}
+{{- define "platform.vaultServer" -}}
+{{- if not (hasPrefix "https://" .Values.vaultServer) -}}
+{{- fail (printf "vaultServer %q: use https:// (the tokens and passwords cross the network); give vaultCABundle unless a public CA signed Vault's certificate" .Values.vaultServer) -}}
+{{- end -}}
+{{- .Values.vaultServer -}}
+{{- end -}}
+
 {{/* What every child Application shares: the finalizer, the destination, automated sync with retry. */}}
 {{- define "platform.application" -}}
 apiVersion: argoproj.io/v1alpha1

@@ -1,0 +1,6 @@
+# External Secrets in namespace database (Kubernetes auth role eso-database, bound to that namespace's service
+# account sharedpg-secrets, which the namespace's SecretStore "vault" logs in with): read exactly what the
+# ExternalSecrets of database ask for, nothing of another namespace's. No create, update, delete or list. A test
+# keeps this equal to their remoteRefs, and the tree's wiring check refuses an ExternalSecret that asks for more.
+path "secret/data/database/shared-postgresql/admin" { capabilities = ["read"] }
+path "secret/data/database/shared-postgresql/monitoring" { capabilities = ["read"] }

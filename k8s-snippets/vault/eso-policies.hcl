@@ -1,0 +1,5 @@
+# External Secrets in namespace policies (Kubernetes auth role eso-policies, bound to that namespace's service
+# account sharedpg-secrets, which the namespace's SecretStore "vault" logs in with): read exactly what the
+# ExternalSecrets of policies ask for, nothing of another namespace's. No create, update, delete or list. A test
+# keeps this equal to their remoteRefs, and the tree's wiring check refuses an ExternalSecret that asks for more.
+path "secret/data/policies/policyreporter/postgres" { capabilities = ["read"] }
