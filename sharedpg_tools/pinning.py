@@ -16,9 +16,12 @@ session: libpq sends these values in the startup packet, where they win over eve
 - ``row_security = off``: a policy on a table the admin reads is an error, never code that runs;
 - ``standard_conforming_strings``, ``client_encoding``, ``DateStyle``, ``IntervalStyle``,
   ``bytea_output``: literals are written and results read as the client expects;
-- ``default_transaction_read_only``, ``default_transaction_isolation``, ``exit_on_error``,
-  ``statement_timeout``, ``idle_in_transaction_session_timeout``: the tenant cannot make our statements
-  fail or our session end;
+- ``default_transaction_read_only``, ``transaction_read_only``, ``default_transaction_isolation``,
+  ``exit_on_error``, ``statement_timeout``, ``idle_in_transaction_session_timeout``,
+  ``local_preload_libraries`` (a library that does not load ends the connection), ``temp_tablespaces``:
+  the tenant cannot make our statements fail or our session end;
+- ``client_min_messages``: the server's "succeeded but did nothing" warnings reach us (a tenant's
+  ``error`` would hide them, and a REVOKE that revoked nothing would pass for done);
 - ``lock_timeout``: every statement waits a bounded time for a lock a tenant (or anyone) holds.
 
 This module is on the probe path (check-pool, serve-metrics use it): it imports nothing heavy.
@@ -47,6 +50,10 @@ def admin_settings(lock_timeout_s: float) -> dict[str, str]:
         "default_transaction_read_only": "off",
         "default_transaction_isolation": "read\\ committed",
         "exit_on_error": "off",
+        "client_min_messages": "notice",
+        "local_preload_libraries": "",
+        "temp_tablespaces": "",
+        "transaction_read_only": "off",
         "statement_timeout": f"{int(STATEMENT_TIMEOUT_S * 1000)}",
         "idle_in_transaction_session_timeout": "0",
         "lock_timeout": f"{max(1, int(lock_timeout_s * 1000))}",

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import psycopg
 from psycopg import sql
 
-from sharedpg_tools import db, libpq, probe, scram
+from sharedpg_tools import db, libpq, pinning, probe, scram
 from sharedpg_tools.errors import ConfigError, PermanentError, SharedpgError
 from sharedpg_tools.names import check_name
 from sharedpg_tools.settings import Target
@@ -270,9 +270,11 @@ def _ensure_lock_database(conn: psycopg.Connection[Any]) -> None:
 
 
 def login_works(target: Target, role: str, password: str, dbname: str) -> bool:
-    """Can ``role`` log into ``dbname`` with ``password``? (One lean attempt, as wait-for-db makes.)"""
+    """Can ``role`` log into ``dbname`` with ``password``? (One lean attempt, as wait-for-db makes; pinned, so
+    a setting the tenant put on its database, such as a library that does not load, cannot fail it.)"""
+    params = pinning.pin(target.params(user=role, password=password, dbname=dbname), target.lock_wait)
     try:
-        probe.attempt_params(target.params(user=role, password=password, dbname=dbname), probe.Requirement(), 10.0)
+        probe.attempt_params(params, probe.Requirement(), 10.0)
     except probe.AttemptFailed:
         return False
     return True

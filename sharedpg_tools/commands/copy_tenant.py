@@ -71,6 +71,9 @@ def _source_params(args: argparse.Namespace, ctx: Context) -> dict[str, str]:
         logs.register_secret(params["password"])
         if ctx.flag_given("--from-dsn"):
             raise ConfigError("--from-dsn contains a password: use --from-password-file or SHAREDPG_FROM_DSN")
+    if not (params.get("host") or params.get("hostaddr")):
+        raise ConfigError("--from-dsn names no host: give the old server's, e.g. host=sonarqube-postgresql (the "
+                          "shared server's PGHOST is never used for it)")  # fmt: skip
     if args.from_password_file:
         params["password"] = read_password_file(args.from_password_file, "--from-password-file")
     params.setdefault("fallback_application_name", ctx.app_name)

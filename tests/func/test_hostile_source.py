@@ -131,6 +131,16 @@ def test_the_old_server_gets_nothing_of_the_shared_servers(cli: Cli, pg: Server,
 
 
 @pytest.mark.parametrize("pg", ["pg18"], indirect=True)
+def test_an_old_server_without_a_host_is_refused(cli: Cli, pg: Server,
+                                                 tmp_path: Path) -> None:  # fmt: skip
+    env = shared_credentials_everywhere(pg, tmp_path)
+    cli.secrets.add(pg.password)
+    result = cli("copy-tenant", "anyone", "--from-dsn", "user=old dbname=old", "--tenant-password-file",
+                 str(tmp_path / "tenant.pw"), env=env)  # fmt: skip
+    assert result.code == 2 and "--from-dsn names no host" in result.stderr and len(result.log_lines) == 1, result
+
+
+@pytest.mark.parametrize("pg", ["pg18"], indirect=True)
 def test_the_old_server_gets_its_own_password_and_never_in_cleartext_unless_allowed(
     cli: Cli, pg: Server, fake: FakeOldServer, tmp_path: Path
 ) -> None:
