@@ -25,6 +25,7 @@ import pytest
 from psycopg import sql
 
 from sharedpg_tools import pinning
+from tests.conftest import Result
 from tests.fix_legacy import Legacy
 from tests.fix_servers import MANAGED_ADMIN, Server
 from tests.func.test_ensure_tenant import Tenants, ok, tenants  # noqa: F401 (the fixture)
@@ -242,18 +243,10 @@ def test_a_hostile_dump_runs_only_as_the_tenant_during_copy_and_verification(
     tmp_path: Path,
 ) -> None:
     attacker, victim_role = tenants.name("backstage"), tenants.name("victim")
-    source = hostile_source(attacker, victim_role)
-    ok(tenants.ensure(victim_role))  # the role the dump tries to join
-    ok(tenants.ensure(attacker))
+    copy = hostile_copy(tenants, legacy, hostile_source(attacker, victim_role), attacker, victim_role, tmp_path)
     with tenants.connect(victim_role) as conn:
         conn.execute("CREATE TABLE secrets AS SELECT 'the victim''s data' AS s")
-    (tmp_path / "legacy.pw").write_text(legacy.server.password)
-    tenants.cli.secrets.add(legacy.server.password)
-    result = tenants.cli(
-        "copy-tenant", attacker, "--from-dsn", source, "--from-password-file", str(tmp_path / "legacy.pw"),
-        "--dsn", pg.conninfo(tenants.admin), "--tenant-password-file", tenants.password_file(attacker),
-        "--output", "json", env={"PGPASSWORD": pg.password_of(tenants.admin)}, timeout=300,
-    )  # fmt: skip
+    result = copy()
     # Copied (the dump's code ran as the tenant; its records make the counts differ: exit 1), or failed with
     # nothing committed: never as an admin.
     assert result.code in (0, 1), result
@@ -276,20 +269,26 @@ def test_the_verification_counts_a_forced_policy_table_as_the_tenant(
     """A second copy over the first, ``--into-nonempty --clean``: the count of the forced policy's table runs
     the policy, as the tenant."""
     attacker, victim_role = tenants.name("grafana"), tenants.name("victim")
-    source = hostile_source(attacker, victim_role)
-    ok(tenants.ensure(victim_role))
+    copy = hostile_copy(tenants, legacy, hostile_source(attacker, victim_role), attacker, victim_role, tmp_path)
+    assert copy().code in (0, 1)
+    again = copy("--into-nonempty", "--clean")
+    assert again.code in (0, 1), again
+    assert_nothing_gained(pg, attacker, victim_role)
+    assert admin_runs(pg, attacker, "public.ran") == []
+
+
+def hostile_copy(tenants: Tenants, legacy: Legacy, source: str, attacker: str, victim: str,  # noqa: F811
+                 tmp_path: Path) -> Callable[..., Result]:  # fmt: skip
+    """Both tenants made; returns a copy-tenant run from ``source`` into ``attacker`` (extra flags appended)."""
+    ok(tenants.ensure(victim))  # the role the dump tries to join
     ok(tenants.ensure(attacker))
     (tmp_path / "legacy.pw").write_text(legacy.server.password)
     tenants.cli.secrets.add(legacy.server.password)
     args = ["copy-tenant", attacker, "--from-dsn", source, "--from-password-file", str(tmp_path / "legacy.pw"),
-            "--dsn", pg.conninfo(tenants.admin), "--tenant-password-file", tenants.password_file(attacker),
+            "--dsn", tenants.pg.conninfo(tenants.admin), "--tenant-password-file", tenants.password_file(attacker),
             "--output", "json"]  # fmt: skip
-    env = {"PGPASSWORD": pg.password_of(tenants.admin)}
-    assert tenants.cli(*args, env=env, timeout=300).code in (0, 1)
-    again = tenants.cli(*args, "--into-nonempty", "--clean", env=env, timeout=300)
-    assert again.code in (0, 1), again
-    assert_nothing_gained(pg, attacker, victim_role)
-    assert admin_runs(pg, attacker, "public.ran") == []
+    env = {"PGPASSWORD": tenants.pg.password_of(tenants.admin)}
+    return lambda *extra: tenants.cli(*args, *extra, env=env, timeout=300)
 
 
 def test_a_tenant_holding_its_database_row_fails_alone_naming_itself(tenants: Tenants,  # noqa: F811

@@ -16,7 +16,7 @@ from psycopg import sql
 
 from sharedpg_tools.localserver import free_port
 from tests.conftest import Cli
-from tests.fix_exporter import Start
+from tests.fix_exporter import Exporter, Start
 from tests.fix_proxy import Proxy
 from tests.fix_roles import Tenant, make
 from tests.fix_servers import Server
@@ -120,17 +120,24 @@ def test_bad_listen_addresses_are_one_line_usage_errors(cli: Cli, pg: Server) ->
     assert result.code == 2 and "choose a free port" in result.stderr and len(result.log_lines) == 1, result
 
 
-def test_a_rotated_password_is_read_from_its_file_on_the_next_scrape(
-    start_exporter: Start, cli: Cli, pg: Server, tenants: list[Tenant], tmp_path: Path
-) -> None:
-    """The Secret's file changes when the ExternalSecret refreshes: the exporter logs in with the new password
-    without a restart (and, between the role's change and the file's, says it cannot read the server)."""
+def monitored_from_a_file(start_exporter: Start, cli: Cli, pg: Server, tenants: list[Tenant],
+                          tmp_path: Path) -> tuple[Tenant, Path, Exporter]:  # fmt: skip
+    """A pg_monitor login whose password serve-metrics reads from a file (the Secret's), scraped once."""
     monitor = make(tenants, pg, cli)
     pg.admin_sql(sql.SQL("GRANT pg_monitor TO {}").format(sql.Identifier(monitor.name)))
     secret = tmp_path / "password"
     secret.write_text(monitor.password)
     exporter = start_exporter(pg.conninfo(monitor.name), "", "--cache", "0", "--password-file", str(secret))
     assert exporter.scrape()["sharedpg_up"][0].value == 1
+    return monitor, secret, exporter
+
+
+def test_a_rotated_password_is_read_from_its_file_on_the_next_scrape(
+    start_exporter: Start, cli: Cli, pg: Server, tenants: list[Tenant], tmp_path: Path
+) -> None:
+    """The Secret's file changes when the ExternalSecret refreshes: the exporter logs in with the new password
+    without a restart (and, between the role's change and the file's, says it cannot read the server)."""
+    monitor, secret, exporter = monitored_from_a_file(start_exporter, cli, pg, tenants, tmp_path)
     rotated = monitor.password[::-1] + "x"
     cli.secrets.add(rotated)
     pg.admin_sql(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(monitor.name), sql.Literal(rotated)))
@@ -191,12 +198,7 @@ def test_an_empty_or_missing_password_file_is_a_failed_read_not_an_error_page(
     start_exporter: Start, cli: Cli, pg: Server, tenants: list[Tenant], tmp_path: Path
 ) -> None:
     """The Secret's file during a rotation: empty, then gone, then back."""
-    monitor = make(tenants, pg, cli)
-    pg.admin_sql(sql.SQL("GRANT pg_monitor TO {}").format(sql.Identifier(monitor.name)))
-    secret = tmp_path / "password"
-    secret.write_text(monitor.password)
-    exporter = start_exporter(pg.conninfo(monitor.name), "", "--cache", "0", "--password-file", str(secret))
-    assert exporter.scrape()["sharedpg_up"][0].value == 1
+    monitor, secret, exporter = monitored_from_a_file(start_exporter, cli, pg, tenants, tmp_path)
     secret.write_text("")
     empty = exporter.scrape()
     assert empty["sharedpg_up"][0].value == 0 and empty["sharedpg_pool_status"][0].value == 3
