@@ -1,8 +1,8 @@
 """Generate the reference sections of docs/reference.md from the code, so the two cannot drift apart.
 
 Sections sit between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->``: ``cli-reference`` (every
-``--help``), ``troubleshooting`` (every error class with its policy and hint) and ``metrics`` (every
-Prometheus metric check-pool and serve-metrics export).
+``--help``), ``results`` (every command's result statuses), ``troubleshooting`` (every error class with
+its policy and hint) and ``metrics`` (every Prometheus metric check-pool and serve-metrics export).
 ``python scripts/doc_sections.py --write`` rewrites them; tests/func/test_cli_contract.py fails
 when one is out of date.
 """
@@ -81,8 +81,19 @@ def metrics_table() -> str:
     return "\n".join(rows)
 
 
+def results_table() -> str:
+    """One row per command: the statuses its result may carry."""
+    from sharedpg_tools.output import STATUSES
+
+    rows = ["| command | `status` on success or refusal | on an error that ends it |", "|---|---|---|"]
+    rows += [f"| `{command}` | {', '.join(f'`{s}`' for s in statuses)} | `failed` |"
+             for command, statuses in STATUSES.items()]  # fmt: skip
+    return "\n".join(rows)
+
+
 SECTIONS: dict[str, Callable[[], str]] = {
     "cli-reference": cli_reference,
+    "results": results_table,
     "troubleshooting": troubleshooting,
     "metrics": metrics_table,
 }

@@ -17,7 +17,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import psycopg
 
 from sharedpg_tools import db, interrupts, logs, monitor, passwords
-from sharedpg_tools.errors import ConfigError, Interrupted, SharedpgError
+from sharedpg_tools.errors import ConfigError, Interrupted, SharedpgError, Unusable
 from sharedpg_tools.exitcodes import ExitCode
 from sharedpg_tools.settings import Target, read_password_file
 from sharedpg_tools.spec import MonitoringLogin, Spec, Tenant
@@ -167,6 +167,8 @@ def run(spec: Spec, fuses: Mapping[str, bool], target: Target, credentials: Cred
         login = report.tenant if isinstance(report, TenantReport) else report.login
         try:
             secrets[login.name], report.source = credentials.password_for(login)
+        except Unusable:
+            raise
         except SharedpgError as exc:
             report.fail(exc)
     with (

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from types import ModuleType
 
-from sharedpg_tools import __version__, interrupts, logs
+from sharedpg_tools import __version__, interrupts, logs, output
 from sharedpg_tools.errors import ConfigError, Interrupted, SharedpgError
 from sharedpg_tools.exitcodes import EPILOG, ExitCode
 from sharedpg_tools.settings import Context, add_common
@@ -56,8 +56,11 @@ def _terminal_width() -> int:
 class Parser(argparse.ArgumentParser):
     """argparse that reports a usage error as one line (and exit 2) instead of usage + message."""
 
+    command: str | None = None  # the command chosen on the line: its own --help is the one to read
+
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise ConfigError(f"{message}: see '{self.prog} --help'")
+        prog = self.prog if self.command is None or self.prog.endswith(self.command) else f"{self.prog} {self.command}"
+        raise ConfigError(f"{message}: see '{prog} --help'")
 
 
 def _load(command: str) -> ModuleType:
@@ -72,6 +75,7 @@ def build_parser(environ: Mapping[str, str], command: str | None) -> Parser:
         epilog=EPILOG,
         formatter_class=HelpFormatter,
     )
+    parser.command = command
     parser.add_argument("--version", action="version", version=f"sharedpg {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser)
     for name, (_module, summary) in COMMANDS.items():
@@ -113,7 +117,11 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         mapping = getattr(_load(command), "usage_exit_code", None) if command else None
         if isinstance(exc, ConfigError) and mapping is not None:  # a command may map usage errors itself
             code = int(mapping(args_list))
+        if isinstance(exc, ConfigError) and exc.hint is None and command:
+            exc.hint = f"see 'sharedpg {command} --help'"
         _log_error(command, exc, code)
+        error = "; ".join(exc.problems) if isinstance(exc, ConfigError) else str(exc)
+        output.failure(args_list, env, command, logs.redact(error), exc.hint, code)
         return code
     except SystemExit as exc:  # --help and --version
         return int(exc.code or 0) if isinstance(exc.code, int) else 0

@@ -46,3 +46,8 @@ class Interrupted(SharedpgError):
         super().__init__(message or f"interrupted by {name}", "a re-run finishes what this run did not")
         self.signum = signum
         self.exit_code = ExitCode.SIGTERM if signum == 15 else ExitCode.SIGINT
+
+
+class Unusable(PermanentError):
+    """Something no tenant can succeed without (a Vault mount that does not exist): it ends the whole run at
+    once, as one error, instead of failing every tenant the same way."""

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
 FORMATS = ("auto", "json", "console")
 _MASK = "***"
+_SHORT = 12  # a secret this long is masked wherever it occurs; a shorter one only as a whole value
 
 _secrets: set[str] = set()
 _config: dict[str, Any] = {"format": "json", "level": 20, "stream": None, "structlog": False}
@@ -35,15 +36,25 @@ def register_secret(value: str | None) -> None:
 
 
 def redact(text: str) -> str:
-    """Mask every registered secret in ``text``.
+    """Mask every registered secret in ``text``: a long one wherever it occurs, a short one only where it
+    stands as a value of its own (not inside a word: "ed" must not turn "exceeded" into "exce***").
 
     >>> register_secret("s3cr3t")
     >>> redact("password=s3cr3t host=db")
     'password=*** host=db'
+    >>> register_secret("ed")
+    >>> redact("exceeded: token=ed")
+    'exceeded: token=***'
     """
     for secret in _secrets:
-        if secret in text:
+        if secret not in text:
+            continue
+        if len(secret) >= _SHORT:
             text = text.replace(secret, _MASK)
+        else:
+            import re  # only when a short secret is about to be printed (the probe path rarely gets here)
+
+            text = re.sub(rf"(?<![\w]){re.escape(secret)}(?![\w])", _MASK, text)
     return text
 
 

@@ -7,6 +7,7 @@ problem at once, each naming the tenant and the key.
 
 from __future__ import annotations
 
+import difflib
 from importlib import resources
 from pathlib import Path
 
@@ -210,6 +211,10 @@ def _strict_yaml(text: str, source: str) -> Any:
 
     try:
         return yaml.load(text, Loader=Loader)  # noqa: S506 (a SafeLoader, stricter)
+    except RecursionError:  # the parser recurses per level: thousands of nested [ or { exhaust the stack
+        raise ConfigError(
+            f"{source} nests lists or maps thousands of levels deep, which no spec does: fix it"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -230,16 +235,17 @@ def validate(raw: Any, check_capacity: bool = True) -> list[str]:
     """Every problem with a raw spec, one message each, naming the tenant and the key."""
     if not isinstance(raw, dict) or not isinstance(raw.get("tenants"), list) or not raw["tenants"]:
         return ["needs a 'tenants' list with at least one tenant"]
-    problems = [f"unknown key {k!r} (known: {', '.join(sorted(_TOP_KEYS))})" for k in raw if k not in _TOP_KEYS]
+    problems, _ = _unknown_keys("", raw, _TOP_KEYS)
     server = raw.get("server")
-    if server is not None:
-        if not isinstance(server, dict) or not _int(server.get("max_connections"), 1):
+    if server is not None and not isinstance(server, dict):
+        problems.append("server must be a map: {max_connections: N, superuser_reserved_connections: N, ...}")
+    elif server is not None:
+        unknown, meant = _unknown_keys("server.", server, _SERVER_KEYS)
+        problems += unknown
+        if not _int(server.get("max_connections"), 1) and ("max_connections" in server or not meant):
             problems.append("server.max_connections must be a whole number >= 1")
-        else:
-            problems += [f"unknown key 'server.{k}' (known: {', '.join(sorted(_SERVER_KEYS))})"
-                         for k in server if k not in _SERVER_KEYS]  # fmt: skip
-            problems += [f"server.{k} must be a whole number >= 0" for k in _SERVER_KEYS - {"max_connections"}
-                         if k in server and not _int(server[k])]  # fmt: skip
+        problems += [f"server.{k} must be a whole number >= 0" for k in _SERVER_KEYS - {"max_connections"}
+                     if k in server and not _int(server[k])]  # fmt: skip
     for key in ("admin_headroom", "connection_limit_margin"):
         if key in raw and not _int(raw[key]):
             problems.append(f"{key} must be a whole number >= 0")
@@ -290,13 +296,27 @@ def _monitoring_problems(monitoring: Any, tenant_roles: set[str]) -> list[str]:
     return problems
 
 
+def _unknown_keys(where: str, given: Any, known: set[str]) -> tuple[list[str], set[str]]:
+    """One problem per key of ``given`` not in ``known``, naming the close known one and all the known ones;
+    and the known keys those were probably meant as (their own "missing" problem would only repeat it)."""
+    problems, meant = [], set()
+    for key in given:
+        if key in known:
+            continue
+        close = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.5)
+        meant.update(close)
+        guess = f", did you mean {where}{close[0]}?" if close else ""
+        problems.append(f"unknown key {where}{key}{guess} (known: {', '.join(sorted(known))})")
+    return problems, meant
+
+
 def _tenant_problems(index: int, tenant: Any, seen: dict[str, set[str]]) -> list[str]:
     if not isinstance(tenant, dict) or not isinstance(tenant.get("name"), str):
         return [f"tenants[{index}] needs a 'name'"]
     name = tenant["name"]
     where = f"tenant {name!r}"
-    problems = [f"{where}: unknown key {k!r} (known: {', '.join(sorted(_TENANT_KEYS))})"
-                for k in tenant if k not in _TENANT_KEYS]  # fmt: skip
+    unknown, meant = _unknown_keys("", tenant, _TENANT_KEYS)
+    problems = [f"{where}: {problem}" for problem in unknown]
     for key in ("name", "role", "database"):
         value = tenant.get(key, name)  # role and database default to the name, and collide like it
         if not isinstance(value, str):
@@ -310,10 +330,16 @@ def _tenant_problems(index: int, tenant: Any, seen: dict[str, set[str]]) -> list
         if value in seen[key]:
             problems.append(f"{where}: {key} {value!r} is used by another tenant: each needs its own")
         seen[key].add(value)
-    if tenant.get("stack") not in STACKS:
-        problems.append(f"{where}: stack must be one of {', '.join(STACKS)} (the fuses), not {tenant.get('stack')!r}")
+    if "stack" in tenant and tenant["stack"] not in STACKS:
+        problems.append(f"{where}: stack must be one of {', '.join(STACKS)} (the fuses), not {tenant['stack']!r}")
+    elif "stack" not in tenant and "stack" not in meant:
+        problems.append(f"{where}: needs a stack, one of {', '.join(STACKS)} (the fuse that activates it)")
     pool = tenant.get("pool")
-    if not isinstance(pool, dict) or not _int(pool.get("max"), 1) or set(pool) - _POOL_KEYS:
+    pool_unknown, _ = _unknown_keys("pool.", pool, _POOL_KEYS) if isinstance(pool, dict) else ([], set())
+    problems += [f"{where}: {problem}" for problem in pool_unknown]
+    if (pool is None and "pool" in meant) or pool_unknown:
+        pass  # the unknown key's line says what is wrong
+    elif not isinstance(pool, dict) or not _int(pool.get("max"), 1):
         problems.append(f"{where}: pool must be {{max: N, min: N}}, whole numbers from 1 (min: 0) to {_MAX_COUNT}")
     elif not _int(pool.get("min", 0)) or pool.get("min", 0) > pool["max"]:
         problems.append(f"{where}: pool.min must be a whole number between 0 and pool.max ({pool['max']})")

@@ -44,6 +44,7 @@ TENANT_MARK = "sharedpg tenant"
 LIST_SETTINGS = frozenset({"search_path", "temp_tablespaces", "local_preload_libraries", "session_preload_libraries",
                            "datestyle"})  # fmt: skip
 REDACTED = "<redacted>"
+MIN_PASSWORD = 8  # a password sharedpg sets; the ones it generates have 32
 Statement = sql.SQL | sql.Composed
 # "Succeeded but did nothing": the trap for a non-superuser admin (pg-semantics §2c).
 _SILENT_NO_OPS = ("01006", "01007")
@@ -77,6 +78,11 @@ class TenantSpec:
     def validate(self, admin: str | None = None) -> None:
         """:raises ConfigError: naming the field at fault."""
         check_name("tenant", self.name)
+        if self.password is not None and len(self.password) < MIN_PASSWORD:
+            raise ConfigError(
+                f"the password given for {self.name} has {len(self.password)} characters, too few for a real one "
+                f"(at least {MIN_PASSWORD}): check its file, variable or Vault secret"
+            )
         check_name("role", self.role, admin)
         check_name("database", self.database, admin)
         if self.connection_limit < -1:

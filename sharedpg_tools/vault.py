@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from sharedpg_tools import logs
-from sharedpg_tools.errors import ConfigError, PermanentError, SharedpgError
+from sharedpg_tools.errors import ConfigError, PermanentError, SharedpgError, Unusable
 
 DEFAULT_JWT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 T = TypeVar("T")
@@ -46,14 +46,16 @@ class VaultSettings:
         self.timeout = timeout
 
     @classmethod
-    def from_environ(cls, environ: Mapping[str, str], mount: str, timeout: float) -> VaultSettings:
+    def from_environ(cls, environ: Mapping[str, str], mount: str, timeout: float,
+                     without_vault: str | None = None) -> VaultSettings:  # fmt: skip
         """``VAULT_ADDR``, ``VAULT_TOKEN`` / ``SHAREDPG_VAULT_TOKEN_FILE``, ``SHAREDPG_VAULT_K8S_ROLE``, ...
+        ``without_vault``: how the command can run without Vault, for the message, if it can.
 
         :raises ConfigError: when VAULT_ADDR is unset or no way to log in is given.
         """
         addr = environ.get("VAULT_ADDR")
         if not addr:
-            raise ConfigError("VAULT_ADDR is not set: point it at Vault, or pass --no-vault to use password files")
+            raise ConfigError(f"VAULT_ADDR is not set: point it at Vault (https://…){without_vault or ''}")
         token = environ.get("VAULT_TOKEN")
         token_file = environ.get("SHAREDPG_VAULT_TOKEN_FILE")
         if token_file:
@@ -63,6 +65,9 @@ class VaultSettings:
             except OSError as exc:
                 raise ConfigError(f"SHAREDPG_VAULT_TOKEN_FILE {token_file!r} cannot be read ({exc.strerror})") from None
         role = environ.get("SHAREDPG_VAULT_K8S_ROLE")
+        if token and len(token) < 8:
+            source = "SHAREDPG_VAULT_TOKEN_FILE" if token_file else "VAULT_TOKEN"
+            raise ConfigError(f"{source} holds {len(token)} characters, too few to be a Vault token: check it")
         if not token and not role:
             raise ConfigError(
                 "no way to log in to Vault: set VAULT_TOKEN or SHAREDPG_VAULT_TOKEN_FILE, "
@@ -93,6 +98,11 @@ def _hint(exc: BaseException) -> str:
     if isinstance(exc, hvac.exceptions.VaultError):
         return "Vault answered with an error: see the message"
     return "Vault is unreachable: check VAULT_ADDR and NetworkPolicies"
+
+
+def _no_route(exc: BaseException) -> bool:
+    """Vault's 404 for a path no engine serves (a mount that does not exist), not KV's "no such secret"."""
+    return "no handler for route" in str(exc)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -142,6 +152,8 @@ class Vault:
             answer = self.client.adapter.get(f"/v1/sys/internal/ui/mounts/{mount}")
         except hvac.exceptions.Forbidden:
             return  # this token sees nothing under the mount; its first read says so, naming the path
+        except (hvac.exceptions.InvalidPath, hvac.exceptions.InvalidRequest):
+            raise self._no_mount() from None
         data = (answer.get("data") or {}) if isinstance(answer, dict) else {}
         version = (data.get("options") or {}).get("version")
         if data.get("type") != "kv" or version != "2":
@@ -151,6 +163,14 @@ class Vault:
                 f"enable KV v2 there (bao secrets enable -path={mount} -version=2 kv) or set SHAREDPG_VAULT_MOUNT "
                 "to a KV v2 mount",
             )
+
+    def _no_mount(self) -> Unusable:
+        mount = self.settings.mount
+        return Unusable(
+            f"Vault has no secrets engine at {mount}/ ({self.settings.addr})",
+            f"enable KV v2 there (bao secrets enable -path={mount} -version=2 kv) or set SHAREDPG_VAULT_MOUNT to "
+            "the mount that holds the secrets",
+        )
 
     def _retry(self, what: str, operation: Callable[[], T]) -> T:
         """Run ``operation``, retrying Vault and network failures with backoff until the deadline."""
@@ -193,8 +213,10 @@ class Vault:
                 response = self.client.secrets.kv.v2.read_secret_version(
                     path=path, mount_point=self.settings.mount, raise_on_deleted_version=True
                 )
-            except hvac.exceptions.InvalidPath:
-                return None
+            except hvac.exceptions.InvalidPath as exc:
+                if _no_route(exc):
+                    raise self._no_mount() from None
+                return None  # KV's own 404: no secret there yet
             return dict(response["data"]["data"] or {})
 
         data = self._retry(f"read {self.settings.mount}/{path}", operation)
@@ -223,6 +245,10 @@ class Vault:
                 if self.read(path) is not None:
                     return False
                 raise
+            except hvac.exceptions.InvalidPath as exc:
+                if _no_route(exc):
+                    raise self._no_mount() from None
+                raise SharedpgError(f"Vault refused the write to {self.settings.mount}/{path}: {exc}") from None
             return True
 
         return self._retry(f"write {self.settings.mount}/{path}", operation)

@@ -14,11 +14,9 @@ denied, or TLS verification failed.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from typing import Any
 
-from sharedpg_tools import logs, passwords
+from sharedpg_tools import logs, output, passwords
 from sharedpg_tools.exitcodes import ExitCode
 from sharedpg_tools.settings import Context, EnvDefaults
 
@@ -38,15 +36,14 @@ def add_arguments(parser: argparse.ArgumentParser, environ: Any) -> None:
 def run(args: argparse.Namespace, ctx: Context) -> int:
     from sharedpg_tools.vault import Vault, VaultSettings
 
-    settings = VaultSettings.from_environ(ctx.environ, "secret", args.timeout)
+    settings = VaultSettings.from_environ(ctx.environ, "secret", args.timeout,
+                                          ": admin-secret only writes to Vault (there is no file mode)")  # fmt: skip
     vault = Vault(settings)
     _, how = vault.ensure_password(args.vault_path, {"username": args.username}, passwords.generate)
     created = how == "generated"
     location = f"{settings.mount}/{args.vault_path}"
     logs.get_logger(command=NAME).info("admin secret", path=location, created=created)
-    if args.output == "json":
-        line = json.dumps({"path": location, "username": args.username, "created": created})
-    else:
-        line = f"{location}: {'created' if created else 'already there, kept'} (username {args.username})"
-    sys.stdout.write(line + "\n")
+    line = f"{location}: {'created' if created else 'already there, kept'} (username {args.username})"
+    output.result(args.output, NAME, "created" if created else "kept", ExitCode.OK,
+                  {"path": location, "username": args.username, "created": created}, [line])  # fmt: skip
     return ExitCode.OK

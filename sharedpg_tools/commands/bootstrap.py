@@ -12,11 +12,9 @@ failed, or the server/Vault was not ready (``--plan``: no database needed) · 2 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from typing import Any
 
-from sharedpg_tools import bootstrap, fuses, logs, probe, spec
+from sharedpg_tools import bootstrap, fuses, logs, output, probe, spec
 from sharedpg_tools.commands.wait_for_db import add_policy_arguments, policy_from_args
 from sharedpg_tools.errors import ConfigError
 from sharedpg_tools.exitcodes import ExitCode
@@ -58,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser, environ: Any) -> None:
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
     if args.print_default_spec:
-        sys.stdout.write(spec.default_text())
+        output.emit(spec.default_text())
         return ExitCode.OK
     tenants = spec.load(args.spec)
     fuse_values = fuses.read(args.fuse or [], ctx.environ)
@@ -76,7 +74,8 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     if not args.no_vault:
         from sharedpg_tools.vault import VaultSettings
 
-        vault_settings = VaultSettings.from_environ(ctx.environ, tenants.tenants[0].vault_mount, policy.timeout)
+        vault_settings = VaultSettings.from_environ(ctx.environ, tenants.tenants[0].vault_mount, policy.timeout,
+                                                    ", or pass --no-vault to use password files")  # fmt: skip
     log = logs.get_logger(command=NAME)
     ready = Waiter(lambda timeout: probe.attempt(target, probe.Requirement(), timeout), policy, log).until_ready()
     log.info("database ready", target=probe.where(ready.target), server_version=ready.version)
@@ -92,11 +91,12 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     credentials = bootstrap.Credentials(vault, ctx.environ, args.password_dir, advertised, args.dry_run)
     reports, watcher = bootstrap.run(tenants, fuse_values, target, credentials, args.dry_run, args.maintenance_db,
                                      args.lock_timeout)  # fmt: skip
-    _report(args.output, reports, watcher, fuse_values, args.dry_run)
-    return max((r.exit_code for r in reports), default=0)  # the monitoring login's failure does not hold apps
+    code = max((r.exit_code for r in reports), default=0)  # the monitoring login's failure does not hold apps
+    _report(args.output, reports, watcher, fuse_values, args.dry_run, code)
+    return code
 
 
-def _plan(output: str, tenants: spec.Spec, fuse_values: dict[str, bool]) -> int:
+def _plan(output_format: str, tenants: spec.Spec, fuse_values: dict[str, bool]) -> int:
     needed = fuses.database_needed(fuse_values)
     active = [t for t in tenants.tenants if fuse_values.get(t.stack)]
     capacity = tenants.capacity
@@ -110,48 +110,44 @@ def _plan(output: str, tenants: spec.Spec, fuse_values: dict[str, bool]) -> int:
         "admin_headroom": tenants.admin_headroom,
         "usable_slots": capacity.usable if capacity else None,
     }
-    if output == "json":
-        lines = [json.dumps(result)]
-    else:
-        lines = [
-            "fuses: " + " ".join(f"{stack}={'on' if on else 'off'}" for stack, on in fuse_values.items()),
-            f"shared database: {'deploy' if needed else 'not needed (every fuse is off)'}",
-            "active tenants: " + (", ".join(f"{t.name} ({t.budget})" for t in active) or "none"),
-            "inactive tenants (their roles and databases are still ensured): "
-            + (", ".join(t.name for t in tenants.tenants if t not in active) or "none"),
-            f"connection budget: {result['active_budget']} active, {tenants.total_budget} if every stack is on, "
-            f"+{tenants.admin_headroom} admin headroom" + (f", of {capacity.usable} usable slots" if capacity else ""),
-        ]
-    sys.stdout.write("".join(line + "\n" for line in lines))
-    return ExitCode.OK if needed else ExitCode.NOT_READY
+    lines = [
+        "fuses: " + " ".join(f"{stack}={'on' if on else 'off'}" for stack, on in fuse_values.items()),
+        f"shared database: {'deploy' if needed else 'not needed (every fuse is off)'}",
+        "active tenants: " + (", ".join(f"{t.name} ({t.budget})" for t in active) or "none"),
+        "inactive tenants (their roles and databases are still ensured): "
+        + (", ".join(t.name for t in tenants.tenants if t not in active) or "none"),
+        f"connection budget: {result['active_budget']} active, {tenants.total_budget} if every stack is on, "
+        f"+{tenants.admin_headroom} admin headroom" + (f", of {capacity.usable} usable slots" if capacity else ""),
+    ]
+    code = ExitCode.OK if needed else ExitCode.NOT_READY
+    output.result(output_format, NAME, "deploy" if needed else "not_needed", code, result, lines)
+    return code
 
 
-def _report(output: str, reports: list[bootstrap.TenantReport], watcher: bootstrap.MonitorReport | None,
-            fuse_values: dict[str, bool], dry_run: bool) -> None:  # fmt: skip
+def _report(output_format: str, reports: list[bootstrap.TenantReport], watcher: bootstrap.MonitorReport | None,
+            fuse_values: dict[str, bool], dry_run: bool, code: int) -> None:  # fmt: skip
     ok = all(r.error is None for r in reports)
-    if output == "json":
-        result = {"ok": ok, "dry_run": dry_run, "fuses": fuse_values, "tenants": [r.as_dict(dry_run) for r in reports]}
-        if watcher is not None:
-            result["monitoring"] = watcher.as_dict(dry_run)
-        lines = [json.dumps(result, ensure_ascii=False)]
-    else:
-        lines = []
-        for r in reports:
-            t = r.tenant
-            state = "active" if r.active else "inactive"
-            line = f"{t.name:<16} {state:<8} {r.action:<9} limit {t.connection_limit:<4} {r.source}"
-            lines.append(line + (f"  ERROR: {r.error}" if r.error else ""))
-            if dry_run and r.outcome:
-                lines += [f"    {statement};" for statement in r.outcome.statements]
-        if watcher is not None:
-            w = watcher
-            line = f"{w.login.role:<16} {'monitor':<8} {w.action:<9} limit {w.login.connection_limit:<4} {w.source}"
-            lines.append(line + (f"  ERROR: {w.error}" if w.error else ""))
-            if dry_run and watcher.outcome:
-                lines += [f"    {statement};" for statement in watcher.outcome.statements]
-        failed = [r.tenant.name for r in reports if r.error]
-        summary = f"bootstrap: {len(reports) - len(failed)} of {len(reports)} tenants ready"
-        summary += (f"; failed: {', '.join(failed)}" if failed else "") + (" (dry run)" if dry_run else "")
-        lines.append(summary)
-    sys.stdout.write("".join(logs.redact(line) + "\n" for line in lines))
-    sys.stdout.flush()
+    result: dict[str, Any] = {"ok": ok, "dry_run": dry_run, "fuses": fuse_values,
+                              "tenants": [r.as_dict(dry_run) for r in reports]}  # fmt: skip
+    if watcher is not None:
+        result["monitoring"] = watcher.as_dict(dry_run)
+    lines = []
+    for r in reports:
+        t = r.tenant
+        state = "active" if r.active else "inactive"
+        line = f"{t.name:<16} {state:<8} {r.action:<9} limit {t.connection_limit:<4} {r.source}"
+        lines.append(line + (f"  ERROR: {r.error}" if r.error else ""))
+        if dry_run and r.outcome:
+            lines += [f"    {statement};" for statement in r.outcome.statements]
+    if watcher is not None:
+        w = watcher
+        line = f"{w.login.role:<16} {'monitor':<8} {w.action:<9} limit {w.login.connection_limit:<4} {w.source}"
+        lines.append(line + (f"  ERROR: {w.error}" if w.error else ""))
+        if dry_run and watcher.outcome:
+            lines += [f"    {statement};" for statement in watcher.outcome.statements]
+    failed = [r.tenant.name for r in reports if r.error]
+    summary = f"bootstrap: {len(reports) - len(failed)} of {len(reports)} tenants ready"
+    summary += (f"; failed: {', '.join(failed)}" if failed else "") + (" (dry run)" if dry_run else "")
+    lines.append(summary)
+    status = ("dry_run" if dry_run else "ok") if ok else "failed"
+    output.result(output_format, NAME, status, code, result, lines)

@@ -8,11 +8,10 @@ with the status it prints (the JSON ``exit_code``). See ``EPILOG``.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from collections.abc import Sequence
 
 from sharedpg_tools import logs, pool, spec
+from sharedpg_tools import output as results
 from sharedpg_tools.errors import ConfigError
 from sharedpg_tools.settings import Context, EnvDefaults, seconds, target_from_args
 
@@ -108,15 +107,15 @@ def _capacity(args: argparse.Namespace, tenants: spec.Spec) -> spec.Capacity:
 
 def _emit(output: str, report: pool.Report) -> None:
     if output == "json":
-        text = json.dumps(report.as_dict(), ensure_ascii=False) + "\n"
+        fields = report.as_dict()
+        status, code = fields.pop("status"), fields.pop("exit_code")
+        results.result(output, NAME, status, code, fields)
     elif output == "prometheus":
         from sharedpg_tools.metrics import exposition
 
-        text = exposition(report)
+        results.emit(exposition(report))
     else:
-        text = _text(report)
-    sys.stdout.write(logs.redact(text))
-    sys.stdout.flush()
+        results.emit(_text(report))
 
 
 def _text(report: pool.Report) -> str:

@@ -23,15 +23,13 @@ not empty, encodings differ.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
 from typing import Any
 
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from sharedpg_tools import copy, db, libpq, logs
+from sharedpg_tools import copy, db, libpq, logs, output
 from sharedpg_tools.classify import CLASSES
 from sharedpg_tools.errors import ConfigError, PermanentError, SharedpgError
 from sharedpg_tools.exitcodes import ExitCode
@@ -144,7 +142,8 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
             }
             if args.dry_run:
                 result |= {"dry_run": True, "would_copy": counts}
-                _report(args.output, result, [f"would copy {t}: {n} rows" for t, n in counts.items()])
+                lines = [f"would copy {t}: {n} rows" for t, n in counts.items()]
+                output.result(args.output, NAME, "dry_run", ExitCode.OK, result, lines)
                 return ExitCode.OK
             dump = [tools.pg_dump, "-Fc", "--no-owner", "--no-privileges", "-d", _tool_conninfo(src)]
             restore = [tools.pg_restore, "--no-owner", "--no-privileges", "--exit-on-error", "--single-transaction",
@@ -163,8 +162,9 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     summary = f"copied {len(tables)} tables, {result['rows']} rows, {copied} bytes in {duration:.1f} s"
     lines = [f"{summary} (pg_dump/pg_restore {tools.major} from {tools.where})"]
     lines += [f"MISMATCH: {p}" for p in problems]
-    _report(args.output, result, lines)
-    return ExitCode.NOT_READY if problems else ExitCode.OK
+    code = ExitCode.NOT_READY if problems else ExitCode.OK
+    output.result(args.output, NAME, "mismatch" if problems else "copied", code, result, lines)
+    return code
 
 
 def _encoding(conn: psycopg.Connection[Any]) -> str:
@@ -265,9 +265,3 @@ def _verify(src: psycopg.Connection[Any], tdb: psycopg.Connection[Any], tables: 
     ).fetchall()
     problems += [f"{name} is owned by {owner}, not {role}" for name, owner in others]
     return problems
-
-
-def _report(output: str, result: dict[str, Any], lines: list[str]) -> None:
-    text = json.dumps(result, ensure_ascii=False) + "\n" if output == "json" else "".join(f"{x}\n" for x in lines)
-    sys.stdout.write(logs.redact(text))
-    sys.stdout.flush()

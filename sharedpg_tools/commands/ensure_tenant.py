@@ -11,13 +11,11 @@ input · 3 impossible with this admin or server (the message says what a superus
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from typing import Any
 
 import psycopg
 
-from sharedpg_tools import db, interrupts, logs
+from sharedpg_tools import db, interrupts, logs, output
 from sharedpg_tools.errors import ConfigError, SharedpgError
 from sharedpg_tools.exitcodes import ExitCode
 from sharedpg_tools.settings import Context, EnvDefaults, add_lock_wait, read_password_file, seconds, target_from_args
@@ -107,9 +105,9 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
                     outcome = ensurer.ensure()
             except psycopg.Error as exc:
                 raise db.explain(exc) from None
-        except SharedpgError:
+        except SharedpgError as exc:
             if ensurer is not None:
-                _report_partial(args, ensurer.outcome, log)
+                _report_partial(args, ensurer.outcome, log, exc)
             raise
     for change in outcome.changes:
         if not args.dry_run:
@@ -122,33 +120,26 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     return ExitCode.OK
 
 
-def _report_partial(args: argparse.Namespace, outcome: Outcome, log: Any) -> None:
-    """A failure after some DDL: every change already made is said, on stderr and stdout."""
-    if not outcome.changes:
-        return
+def _report_partial(args: argparse.Namespace, outcome: Outcome, log: Any, exc: SharedpgError) -> None:
+    """A failure once the tenant was being ensured: the result says it, with every change already made (also
+    on stderr)."""
     for change in outcome.changes:
         log.warning("made before the failure", change=change)
-    if args.output == "json":
-        lines = [json.dumps({**outcome.as_dict(), "action": "failed"}, ensure_ascii=False)]
-    else:
-        lines = [f"made before the failure: {change}" for change in outcome.changes]
-        lines.append(f"{outcome.spec.name}: failed after {len(outcome.changes)} change(s); a re-run finishes it")
-    sys.stdout.write("".join(logs.redact(line) + "\n" for line in lines))
-    sys.stdout.flush()
+    lines = [f"made before the failure: {change}" for change in outcome.changes]
+    lines.append(f"{outcome.spec.name}: failed after {len(outcome.changes)} change(s): {exc}"
+                 + ("; a re-run finishes it" if outcome.changes else ""))  # fmt: skip
+    fields = {**outcome.as_dict(), "action": "failed", "error": str(exc), "hint": exc.hint}
+    output.result(args.output, NAME, "failed", exc.exit_code, fields, lines)
 
 
 def _report(args: argparse.Namespace, outcome: Outcome) -> None:
-    if args.output == "json":
-        result = outcome.as_dict()
-        if args.dry_run:
-            result["statements"] = outcome.statements
-        lines = [json.dumps(result, ensure_ascii=False)]
-    elif args.dry_run:
+    result = outcome.as_dict()
+    if args.dry_run:
+        result["statements"] = outcome.statements
         lines = [f"{statement};" for statement in outcome.statements]
         lines.append(f"-- dry run: {len(outcome.statements)} statement(s) would run for {outcome.spec.name}")
     else:
         lines = [*outcome.changes, *(f"WARNING: {w}" for w in outcome.warnings),
                  f"{outcome.spec.name}: {outcome.action} (PostgreSQL {outcome.server_version}, "
                  f"{outcome.admin_kind} admin)"]  # fmt: skip
-    sys.stdout.write("".join(logs.redact(line) + "\n" for line in lines))
-    sys.stdout.flush()
+    output.result(args.output, NAME, "dry_run" if args.dry_run else "ok", ExitCode.OK, result, lines)

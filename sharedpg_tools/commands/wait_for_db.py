@@ -11,10 +11,9 @@ with ``--fail-fast``) · 124 ``--timeout`` exceeded · 130/143 SIGINT/SIGTERM.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 
 from sharedpg_tools import logs, probe
+from sharedpg_tools import output as results
 from sharedpg_tools.errors import ConfigError, SharedpgError
 from sharedpg_tools.exitcodes import ExitCode
 from sharedpg_tools.settings import Context, EnvDefaults, boolean, seconds, target_from_args
@@ -160,9 +159,8 @@ def _report(
     version: str | None = None,
 ) -> None:
     """The result on stdout, one line of text or one JSON object."""
+    status = _STATUS.get(ExitCode(code), "error")
     result: dict[str, Any] = {
-        "status": _STATUS.get(ExitCode(code), "error"),
-        "exit_code": int(code),
         "target": probe.where(target),
         "server_version": version,
         "attempts": waiter.attempts,
@@ -172,14 +170,11 @@ def _report(
     if failure is not None:
         result.update(failure.fields())
         result["error"] = logs.redact(str(result["error"]))
-    if output == "json":
-        line = json.dumps(result, ensure_ascii=False)
-    elif code == ExitCode.OK:
+    if code == ExitCode.OK:
         shown = version or "(version not read)"
         line = (
             f"ready: {result['target']} PostgreSQL {shown} after {waiter.attempts} attempt(s), {result['elapsed_s']} s"
         )
     else:
-        line = f"{result['status']}: {result['message']}" + (f" [{failure.error_class}]" if failure is not None else "")
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
+        line = f"{status}: {result['message']}" + (f" [{failure.error_class}]" if failure is not None else "")
+    results.result(output, NAME, status, code, result, [line])

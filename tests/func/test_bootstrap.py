@@ -155,8 +155,8 @@ def test_spec_problems_are_all_reported_one_line_each(cli: Cli, tmp_path: Path) 
     assert result.code == 2, result
     problems = [e["error"] for e in result.events()]
     expected = [
-        "'colour'",
-        "tenant 'grafana': unknown key 'timeout'",
+        "unknown key colour",
+        "tenant 'grafana': unknown key timeout",
         "tenant 'grafana': name 'grafana' is used",
         "tenant 'Bad-Name': tenant name 'Bad-Name' is invalid",
         "tenant 'pg_app': tenant name 'pg_app' is reserved",
@@ -166,6 +166,24 @@ def test_spec_problems_are_all_reported_one_line_each(cli: Cli, tmp_path: Path) 
     ]
     for needle in expected:
         assert any(needle in p for p in problems), (needle, problems)
+
+
+@pytest.mark.parametrize(("text", "line"), [
+    ("server: {max_conections: 80}\ntenants: [{name: a, stack: cicd, pool: {max: 2}}]",
+     "unknown key server.max_conections, did you mean server.max_connections?"),
+    ("tenants: [{name: a, stack: cicd, pool: {mn: 1, max: 2}}]",
+     "tenant 'a': unknown key pool.mn, did you mean pool.min?"),
+    ("tenants: [{name: a, stak: cicd, pool: {max: 2}}]", "tenant 'a': unknown key stak, did you mean stack?"),
+    ("tenants: [{name: a, stack: cicd, pol: {max: 2}}]", "tenant 'a': unknown key pol, did you mean pool?"),
+    ("tenants: " + "[" * 20000 + "]" * 20000, "nests lists or maps thousands of levels deep"),
+])  # fmt: skip
+def test_a_typo_is_one_line_naming_the_unknown_key_and_the_known_one(cli: Cli, tmp_path: Path, text: str,
+                                                                      line: str) -> None:  # fmt: skip
+    (tmp_path / "spec.yaml").write_text(text + "\n")
+    result = cli("bootstrap", "--plan", "--spec", str(tmp_path / "spec.yaml"))
+    assert result.code == 2 and len(result.log_lines) == 1, result
+    assert line in result.events()[0]["error"], result.events()
+    assert "None" not in result.stderr
 
 
 def test_budget_that_cannot_fit_is_refused(cli: Cli, tmp_path: Path) -> None:

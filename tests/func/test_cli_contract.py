@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import secrets
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.conftest import Cli
+from tests.conftest import Cli, Result
+from tests.fix_servers import Server
 
 
 @pytest.mark.parametrize(
@@ -219,3 +224,74 @@ def test_every_documented_refusal_is_still_in_the_code() -> None:
     for phrase in phrases:
         words = [w for w in re.split(r"\s*…\s*", phrase) if w]
         assert all(w in source for w in words), f"the refusal {phrase!r} is documented but no longer in the code"
+
+
+def _shape(result: Result) -> dict[str, Any]:
+    report = result.result()
+    assert list(report)[:3] == ["command", "status", "exit_code"], report
+    assert report["exit_code"] == result.code, (report, result.code)
+    return report
+
+
+def test_every_result_has_one_shape_on_success_and_on_failure(cli: Cli, pg: Server, tmp_path: Path) -> None:
+    """--output json: command, status and exit_code first, on success and failure, from every command."""
+    env = {"PGPASSWORD": pg.password}
+    name = f"shape_{secrets.token_hex(3)}"
+    (tmp_path / "pw").write_text(secrets.token_urlsafe(16))
+    try:
+        runs = {
+            ("ensure-tenant", "ok"): cli("ensure-tenant", name, "--dsn", pg.conninfo(), "--tenant-password-file",
+                                         str(tmp_path / "pw"), "--output", "json", env=env),
+            ("ensure-tenant", "failed"): cli("ensure-tenant", name, "--dsn", pg.conninfo(), "--encoding", "KLINGON",
+                                             "--output", "json", env=env),
+            ("wait-for-db", "ready"): cli("wait-for-db", "--once", "--dsn", pg.conninfo(), "--output", "json", env=env),
+            ("wait-for-db", "failed"): cli("wait-for-db", "--once", "--timeout", "soon", "--output", "json"),
+            ("check-pool", "OK"): cli("check-pool", "--offline", "--output", "json"),
+            ("bootstrap", "not_needed"): cli("bootstrap", "--plan", "--output", "json"),
+            ("bootstrap", "failed"): cli("bootstrap", "--no-vault", "--output", "json"),
+            ("copy-tenant", "failed"): cli("copy-tenant", name, "--from-dsn", "user=x", "--tenant-password-file",
+                                           str(tmp_path / "pw"), "--output", "json"),
+            ("admin-secret", "failed"): cli("admin-secret", "--output", "json"),
+        }  # fmt: skip
+    finally:
+        pg.drop_tenants([name])
+    for (command, status), result in runs.items():
+        report = _shape(result)
+        assert (report["command"], report["status"]) == (command, status), report
+        if status == "failed":
+            assert report["error"] and result.code != 0, report
+
+
+@pytest.mark.parametrize("args", [["check-pool", "--offline"], ["check-pool", "--offline", "--output", "json"],
+                                  ["check-pool", "--offline", "--output", "prometheus"],
+                                  ["bootstrap", "--print-default-spec"], ["bootstrap", "--plan"]])  # fmt: skip
+def test_a_reader_that_goes_away_early_is_not_an_error(cli: Cli, args: list[str]) -> None:
+    """``| head -c0``: the command's own exit code, no traceback, nothing on stderr about it."""
+    done = subprocess.run(["bash", "-c", 'set -o pipefail; "$@" | head -c0; echo "${PIPESTATUS[0]}" >&2', "-",
+                           sys.executable, "-m", "sharedpg_tools", *args],
+                          capture_output=True, text=True, env=cli.env(None), timeout=60)  # fmt: skip
+    expected = cli(*args).code
+    assert done.stderr.strip().splitlines()[-1] == str(expected), done.stderr
+    assert "Traceback" not in done.stderr and "Broken pipe" not in done.stderr, done.stderr
+
+
+def test_usage_errors_point_at_the_commands_own_help(cli: Cli) -> None:
+    for args in (["wait-for-db", "--bogus"], ["admin-secret"], ["check-pool", "--warn", "2"]):
+        [event] = cli(*args).events()
+        assert f"sharedpg {args[0]} --help" in f"{event['error']} {event.get('hint')}", event
+
+
+def test_admin_secret_without_vault_says_it_needs_vault(cli: Cli) -> None:
+    [event] = cli("admin-secret").events()
+    assert "VAULT_ADDR is not set" in event["error"] and "--no-vault" not in event["error"], event
+
+
+def test_secrets_too_short_to_be_real_are_refused_and_short_values_never_corrupt_words(
+    cli: Cli, tmp_path: Path
+) -> None:
+    (tmp_path / "short").write_text("ed")
+    result = cli("ensure-tenant", "app", "--tenant-password-file", str(tmp_path / "short"), "--dsn", "host=127.0.0.1")
+    assert result.code == 2 and "2 characters, too few" in result.stderr, result
+    token = cli("admin-secret", env={"VAULT_ADDR": "https://vault.invalid:8200", "VAULT_TOKEN": "ed"})
+    assert token.code == 2 and "VAULT_TOKEN holds 2 characters" in token.stderr, token
+    assert "exce***" not in token.stdout + token.stderr

@@ -127,6 +127,22 @@ def test_a_kv_version_1_mount_is_refused_before_anything_is_written(platform: Pl
     assert platform.pg.admin_sql("SELECT count(*) FROM pg_roles WHERE rolname = ANY(%s)", platform.names) == [(0,)]
 
 
+@pytest.mark.parametrize("token", ["root", "least privilege"])
+def test_a_mount_that_does_not_exist_is_one_line_naming_it(platform: Platform, openbao: OpenBao, token: str) -> None:
+    """With the root token the mount check sees no engine; with a token whose policy covers the path but
+    cannot look at mounts, Vault's "no handler for route" on the read is not taken for "no secret yet"."""
+    mount = f"nowhere_{secrets.token_hex(3)}"
+    env = {"SHAREDPG_VAULT_MOUNT": mount}
+    if token != "root":
+        openbao.bao("policy", "write", mount, "-", stdin=f'path "{mount}/*" {{ capabilities = ["create", "read"] }}\n')
+        env["VAULT_TOKEN"] = openbao.token(mount)
+    result = platform.cli(*platform.args(vault=openbao), env={**platform.env(openbao), **env}, timeout=180)
+    assert result.code == 3, result
+    [error] = [e for e in result.events() if e["level"] == "error"]
+    assert f"no secrets engine at {mount}/" in error["error"] and "secrets enable" in error["hint"], error
+    assert platform.pg.admin_sql("SELECT count(*) FROM pg_roles WHERE rolname = ANY(%s)", platform.names) == [(0,)]
+
+
 def test_dry_run_writes_nothing_to_vault(platform: Platform, openbao: OpenBao) -> None:
     result = platform.run("--dry-run", vault=openbao)
     assert result.code == 0, result
@@ -230,12 +246,19 @@ def admin_secret(cli: Cli, vault: OpenBao, path: str, *extra: str, **env: str) -
 def test_admin_secret_is_created_once_and_kept(cli: Cli, openbao: OpenBao) -> None:
     path = f"database/test-{secrets.token_hex(3)}/admin"
     first = admin_secret(cli, openbao, path)
-    assert first.code == 0 and first.result() == {"path": f"secret/{path}", "username": "postgres", "created": True}
+    assert first.code == 0 and first.result() == {
+        "command": "admin-secret",
+        "status": "created",
+        "exit_code": 0,
+        "path": f"secret/{path}",
+        "username": "postgres",
+        "created": True,
+    }
     stored = openbao.latest(path)
     assert stored is not None and set(stored) == {"username", "password"} and len(stored["password"]) >= 32
     assert stored["password"] not in first.stdout + first.stderr
     again = admin_secret(cli, openbao, path)
-    assert again.code == 0 and again.result()["created"] is False
+    assert again.code == 0 and again.result()["created"] is False and again.result()["status"] == "kept"
     assert openbao.version(path) == 1 and openbao.latest(path) == stored
 
 

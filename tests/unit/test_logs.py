@@ -33,3 +33,10 @@ def test_auto_format_is_console_on_a_tty() -> None:
 
     assert logs.resolve_format("auto", Tty()) == "console"
     assert logs.resolve_format("auto", io.StringIO()) == "json"
+
+
+def test_a_short_secret_is_masked_as_a_value_never_inside_words() -> None:
+    logs.register_secret("ed")
+    assert logs.redact("exceeded the limit; VAULT_TOKEN=ed, 'ed'") == "exceeded the limit; VAULT_TOKEN=***, '***'"
+    logs.register_secret("a-long-secret-value")
+    assert logs.redact("xa-long-secret-valuex") == "x***x", "a long one is masked wherever it is"
