@@ -27,7 +27,7 @@ from typing import Any
 import psycopg
 
 from sharedpg_tools import pinning, probe
-from sharedpg_tools.errors import ConfigError, PermanentError, SharedpgError
+from sharedpg_tools.errors import AdminLoginRejected, ConfigError, PermanentError, SharedpgError
 from sharedpg_tools.settings import Target
 from sharedpg_tools.waiter import escalate
 
@@ -48,7 +48,26 @@ def admin(target: Target, dbname: str, fail_fast: bool = True) -> Conn:
     :raises SharedpgError: classified: exit 2 for a bad parameter, 3 for auth/permission/TLS when
         ``fail_fast``, else 1 with the hint of the failure class.
     """
-    return _open(pinning.pin(target.params(dbname=dbname), target.lock_wait), fail_fast)
+    try:
+        return _open(pinning.pin(target.params(dbname=dbname), target.lock_wait), fail_fast)
+    except PermanentError as exc:
+        failure = getattr(exc, "failure", None)
+        if failure is not None and failure.error_class in ADMIN_AUTH:
+            raise admin_rejected(failure, target) from None
+        raise
+
+
+# An admin login the server refused: its password, its role or its pg_hba.conf entry.
+ADMIN_AUTH = frozenset({"auth_failed", "password_missing", "not_authorized"})
+
+
+def admin_rejected(failure: Any, target: Target) -> AdminLoginRejected:
+    """The error for a refused admin login, naming where its password came from (not a tenant's Secret)."""
+    return AdminLoginRejected(
+        f"the shared server rejected the admin's login: {failure.message}",
+        f"check the admin's credentials: {target.password_source()}, and PGUSER / --dsn user (in the cluster: "
+        "the Secret shared-postgresql-admin)",
+    )
 
 
 def tenant(params: Mapping[str, str]) -> Conn:

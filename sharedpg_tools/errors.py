@@ -34,6 +34,12 @@ class PermanentError(SharedpgError):
     exit_code = ExitCode.PERMANENT
 
 
+class AdminLoginRejected(SharedpgError):
+    """The shared server rejected the admin's own login: not a server that is not up yet."""
+
+    exit_code = ExitCode.ADMIN_LOGIN
+
+
 class DeadlineExceeded(SharedpgError):
     exit_code = ExitCode.TIMEOUT
 

@@ -183,6 +183,18 @@ class Target:
         self.connect_timeout = connect_timeout
         self.lock_wait = lock_wait  # every admin statement's lock_timeout (pinning)
 
+    def password_source(self) -> str:
+        """Where this target's password comes from, for a hint (never the password)."""
+        if self.password_file:
+            return f"the password file {self.password_file} (--password-file / PGPASSWORD_FILE)"
+        if self.dsn and "password" in libpq.parse_conninfo(self.dsn):
+            return "the password in SHAREDPG_DSN"
+        if os.environ.get("PGPASSWORD"):
+            return "PGPASSWORD"
+        if os.environ.get("PGPASSFILE"):
+            return f"the password file {os.environ['PGPASSFILE']} (PGPASSFILE)"
+        return "no password was given: set PGPASSWORD_FILE to the admin Secret's file"
+
     def params(self, **overrides: str) -> dict[str, str]:
         """libpq keyword parameters for one connection; the password file is read again each time.
 

@@ -12,13 +12,15 @@ failed, or the server/Vault was not ready (``--plan``: no database needed) · 2 
 from __future__ import annotations
 
 import argparse
+import time
+from collections.abc import Callable
 from typing import Any
 
-from sharedpg_tools import bootstrap, fuses, logs, output, probe, spec
+from sharedpg_tools import bootstrap, db, fuses, logs, output, probe, spec
 from sharedpg_tools.commands.wait_for_db import add_policy_arguments, policy_from_args
 from sharedpg_tools.errors import ConfigError
 from sharedpg_tools.exitcodes import ExitCode
-from sharedpg_tools.settings import Context, EnvDefaults, add_lock_wait, target_from_args
+from sharedpg_tools.settings import Context, EnvDefaults, Target, add_lock_wait, seconds, target_from_args
 from sharedpg_tools.waiter import Waiter
 
 NAME = "bootstrap"
@@ -51,6 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser, environ: Any) -> None:
     opts.add("--maintenance-db", default="postgres", help="where the admin connects and takes the provisioning lock")
     opts.add("--lock-timeout", type=float, default=60.0, metavar="SECONDS", help="wait this long for other runs")
     add_lock_wait(opts)
+    opts.add("--auth-grace", type=seconds, default=30.0, metavar="SECONDS",
+             help="how long a rejected admin login is retried (a Secret being rotated) before exit 4")  # fmt: skip
     add_policy_arguments(opts)
 
 
@@ -77,7 +81,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         vault_settings = VaultSettings.from_environ(ctx.environ, tenants.tenants[0].vault_mount, policy.timeout,
                                                     ", or pass --no-vault to use password files")  # fmt: skip
     log = logs.get_logger(command=NAME)
-    ready = Waiter(lambda timeout: probe.attempt(target, probe.Requirement(), timeout), policy, log).until_ready()
+    ready = Waiter(_admin_attempt(target, args.auth_grace), policy, log).until_ready()
     log.info("database ready", target=probe.where(ready.target), server_version=ready.version)
     vault = None
     if vault_settings is not None:
@@ -94,6 +98,23 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     code = max((r.exit_code for r in reports), default=0)  # the monitoring login's failure does not hold apps
     _report(args.output, reports, watcher, fuse_values, args.dry_run, code)
     return code
+
+
+def _admin_attempt(target: Target, grace: float) -> Callable[[float], probe.Ready]:
+    """One attempt of the admin's login. A server that is not up yet is waited for until --timeout; a login
+    it rejects (password, role, pg_hba.conf) only for ``grace`` seconds (a Secret being rotated), then it is
+    exit 4 naming where the admin's password came from: the Job that would fix it is this one."""
+    started = time.monotonic()
+
+    def attempt(timeout: float) -> probe.Ready:
+        try:
+            return probe.attempt(target, probe.Requirement(), timeout)
+        except probe.AttemptFailed as exc:
+            if exc.failure.error_class in db.ADMIN_AUTH and time.monotonic() - started >= grace:
+                raise db.admin_rejected(exc.failure, target) from None
+            raise
+
+    return attempt
 
 
 def _plan(output_format: str, tenants: spec.Spec, fuse_values: dict[str, bool]) -> int:

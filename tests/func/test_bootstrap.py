@@ -319,3 +319,27 @@ def test_a_signal_mid_run_stops_between_statements_and_a_rerun_finishes(
             platform.login(name)
     finally:
         pg.drop_tenants(platform.roles)
+
+
+def test_a_wrong_admin_password_is_exit_4_naming_its_file_not_a_server_never_up(cli: Cli, pg: Server,
+                                                                                 tmp_path: Path) -> None:  # fmt: skip
+    """bootstrap retries a rejected admin login for --auth-grace (a Secret being rotated), not --timeout;
+    ensure-tenant and copy-tenant fail at once; each hint names where the admin's password came from."""
+    wrong = tmp_path / "admin-password"
+    wrong.write_text("not-the-admin-password\n")
+    env = {"PGPASSWORD_FILE": str(wrong)}
+    started = time.monotonic()
+    boot = cli("bootstrap", "--no-vault", "--password-dir", str(tmp_path / "pw"), "--dsn", pg.conninfo(),
+               "--auth-grace", "2", "--timeout", "120", env=env)  # fmt: skip
+    assert boot.code == 4 and time.monotonic() - started < 30, boot
+    tenant_pw = tmp_path / "tenant.pw"
+    tenant_pw.write_text(secrets.token_urlsafe(16))
+    ensure = cli("ensure-tenant", "nobody_here", "--dsn", pg.conninfo(), "--tenant-password-file", str(tenant_pw),
+                 env=env)  # fmt: skip
+    copy = cli("copy-tenant", "nobody_here", "--dsn", pg.conninfo(), "--tenant-password-file", str(tenant_pw),
+               env={**env, "SHAREDPG_FROM_DSN": f"{pg.conninfo()} password={pg.password}"})  # fmt: skip
+    for result in (boot, ensure, copy):
+        assert result.code == 4, result
+        [error] = [e for e in result.events() if e["level"] == "error"]
+        assert "rejected the admin's login" in error["error"], error
+        assert str(wrong) in error["hint"] and "ExternalSecret" not in error["hint"], error

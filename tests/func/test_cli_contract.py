@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Cli, Result
+from tests.conftest import ROOT, Cli, Result
 from tests.fix_servers import Server
 
 
@@ -295,3 +295,13 @@ def test_secrets_too_short_to_be_real_are_refused_and_short_values_never_corrupt
     token = cli("admin-secret", env={"VAULT_ADDR": "https://vault.invalid:8200", "VAULT_TOKEN": "ed"})
     assert token.code == 2 and "VAULT_TOKEN holds 2 characters" in token.stderr, token
     assert "exce***" not in token.stdout + token.stderr
+
+
+def test_the_reference_lists_every_exit_code_the_help_does() -> None:
+    from sharedpg_tools.exitcodes import EPILOG
+
+    table = (ROOT / "docs" / "reference.md").read_text().split("## Exit codes", 1)[1].split("\n## ", 1)[0]
+    listed = {
+        c for row in table.splitlines() if row.startswith("| ") for c in row.split("|")[1].replace("/", " ").split()
+    }
+    assert {line.split()[0] for line in EPILOG.splitlines()[1:] if line[:3].strip().isdigit()} <= listed
