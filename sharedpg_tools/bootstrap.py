@@ -17,7 +17,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import psycopg
 
 from sharedpg_tools import db, interrupts, logs, monitor, passwords
-from sharedpg_tools.errors import ConfigError, Interrupted, SharedpgError, Unusable
+from sharedpg_tools.errors import ConfigError, Interrupted, PermanentError, SharedpgError, Unusable
 from sharedpg_tools.exitcodes import ExitCode
 from sharedpg_tools.settings import Target, read_password_file
 from sharedpg_tools.spec import MonitoringLogin, Spec, Tenant
@@ -37,15 +37,32 @@ OutcomeT = TypeVar("OutcomeT", bound=_Acted)
 
 class Credentials:
     """Where each tenant's password comes from: Vault (the source of truth) when configured, else the
-    spec's ``password_file`` / ``password_env``, else ``--password-dir`` (generated there once)."""
+    spec's ``password_file`` / ``password_env``, else ``--password-dir`` (generated there once).
+
+    A password is generated only for a login that does not exist yet, or one named in ``rotate``: a role
+    that exists has a password its app logs in with, and a source that has none for it (a new Vault, a new
+    --password-dir) must not replace it behind the app's back. ``existing`` is filled from the server."""
 
     def __init__(self, vault: Vault | None, environ: Mapping[str, str], password_dir: str | None,
-                 advertised: dict[str, str], dry_run: bool):  # fmt: skip
+                 advertised: dict[str, str], dry_run: bool, rotate: frozenset[str] = frozenset()):  # fmt: skip
         self.vault = vault
         self.environ = environ
         self.password_dir = password_dir
         self.advertised = advertised
         self.dry_run = dry_run
+        self.rotate = rotate
+        self.existing: set[str] = set()
+
+    def _may_generate(self, login: Tenant | MonitoringLogin, source: str, carry: str) -> None:
+        """:raises PermanentError: when the login exists and is not to be rotated: say how to carry its
+        current password into ``source`` (``carry``), or how to rotate on purpose."""
+        if login.role in self.existing and login.name not in self.rotate:
+            raise PermanentError(
+                f"{login.name}: role {login.role} already exists and {source} holds no password for it: sharedpg "
+                "does not replace the password its app logs in with",
+                f"carry its current password into the source: {carry}; or give it a new one on purpose: "
+                f"--rotate {login.name} (what still uses the old one stops logging in)",
+            )
 
     def password_for(self, tenant: Tenant | MonitoringLogin) -> tuple[str, str]:
         """The login's password and, for the report, where it came from (never the password itself).
@@ -65,6 +82,9 @@ class Credentials:
             logs.register_secret(value)
             return value, f"env {tenant.password_env}"
         if self.password_dir:
+            if not passwords.stored(self.password_dir, tenant.name):
+                self._may_generate(tenant, f"--password-dir {self.password_dir}",
+                                   f"write it to {self.password_dir}/{tenant.name} (mode 0600)")  # fmt: skip
             password, generated = passwords.in_directory(self.password_dir, tenant.name, create=not self.dry_run)
             if password is None:  # a dry run: it would be generated
                 return passwords.generate(), f"would be generated into {self.password_dir}/{tenant.name}"
@@ -77,7 +97,15 @@ class Credentials:
     def _from_vault(self, tenant: Tenant | MonitoringLogin) -> tuple[str, str]:
         assert self.vault is not None
         fields = {**tenant.vault_fields, **self.advertised}
-        password, how = self.vault.ensure_password(tenant.vault_path, fields, passwords.generate, self.dry_run)
+        shown = " ".join(f"{k}={v}" for k, v in fields.items())
+        carry = (f"bao kv put -mount={self.vault.settings.mount} -cas=0 {tenant.vault_path} "
+                 f"password=<its current password> {shown} (create-only, as sharedpg writes)")  # fmt: skip
+
+        def generate() -> str:
+            self._may_generate(tenant, f"vault {tenant.vault_location}", carry)
+            return passwords.generate()
+
+        password, how = self.vault.ensure_password(tenant.vault_path, fields, generate, self.dry_run)
         return password, f"vault {tenant.vault_location} ({how})"
 
 
@@ -163,19 +191,35 @@ def run(spec: Spec, fuses: Mapping[str, bool], target: Target, credentials: Cred
     watcher = MonitorReport(spec.monitoring) if spec.monitoring else None
     secrets: dict[str, str] = {}
     every: list[TenantReport | MonitorReport] = [*reports, *([watcher] if watcher else [])]
-    for report in every:  # Vault round trips before taking the server's lock
-        login = report.tenant if isinstance(report, TenantReport) else report.login
-        try:
-            secrets[login.name], report.source = credentials.password_for(login)
-        except Unusable:
-            raise
-        except SharedpgError as exc:
-            report.fail(exc)
-    with (
-        db.admin(target, maintenance_db) as conn,
-        provisioning_lock(conn, target, lock_timeout, dry_run),
-    ):
-        interrupted: Interrupted | None = None
+    with db.admin(target, maintenance_db) as conn:
+        roles = [r.tenant.role if isinstance(r, TenantReport) else r.login.role for r in every]
+        credentials.existing = {str(n) for (n,) in conn.execute(
+            "SELECT rolname FROM pg_catalog.pg_roles WHERE rolname = ANY(%s)", [roles]).fetchall()}  # fmt: skip
+        for report in every:  # Vault round trips before taking the server's lock
+            login = report.tenant if isinstance(report, TenantReport) else report.login
+            try:
+                secrets[login.name], report.source = credentials.password_for(login)
+            except Unusable:
+                raise
+            except SharedpgError as exc:
+                report.fail(exc)
+        interrupted = _provision(conn, reports, watcher, secrets, target, dry_run, lock_timeout)
+    if not dry_run and interrupted is None:
+        _verify_logins([r for r in reports if r.error is None], secrets, target)
+    for report in reports:
+        _log(report, dry_run, log)
+    if watcher is not None:
+        _log_monitor(watcher, dry_run, log)
+    return reports, watcher
+
+
+def _provision(conn: psycopg.Connection[Any], reports: list[TenantReport], watcher: MonitorReport | None,
+               secrets: dict[str, str], target: Target, dry_run: bool,
+               lock_timeout: float) -> Interrupted | None:  # fmt: skip
+    """Every tenant without an error so far, then the monitoring login, under the provisioning lock; the
+    signal that stopped it, if one did."""
+    interrupted: Interrupted | None = None
+    with provisioning_lock(conn, target, lock_timeout, dry_run):
         for report in reports:
             if report.error is not None:
                 continue
@@ -188,13 +232,7 @@ def run(spec: Spec, fuses: Mapping[str, bool], target: Target, credentials: Cred
                 interrupted = exc
         if watcher is not None and watcher.error is None and interrupted is None:
             _ensure_monitor(conn, watcher, secrets[watcher.login.name], dry_run, target)
-    if not dry_run and interrupted is None:
-        _verify_logins([r for r in reports if r.error is None], secrets, target)
-    for report in reports:
-        _log(report, dry_run, log)
-    if watcher is not None:
-        _log_monitor(watcher, dry_run, log)
-    return reports, watcher
+    return interrupted
 
 
 def _ensure_monitor(conn: psycopg.Connection[Any], report: MonitorReport, password: str, dry_run: bool,

@@ -31,6 +31,11 @@ def generate() -> str:
     return password
 
 
+def stored(directory: str, tenant: str) -> bool:
+    """Is there a password file for ``tenant`` in ``directory``?"""
+    return (Path(directory) / tenant).exists()
+
+
 def in_directory(directory: str, tenant: str, create: bool) -> tuple[str | None, bool]:
     """The password kept in ``directory/tenant``; generated and written create-only (mode 0600) when missing.
 

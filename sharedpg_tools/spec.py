@@ -134,7 +134,7 @@ class Spec:
             reserved = (server.get("superuser_reserved_connections", 3), server.get("reserved_connections", 0))
             self.capacity = Capacity(server["max_connections"], *reserved)
         self.admin_headroom: int = raw.get("admin_headroom", 0)
-        margin: int = raw.get("connection_limit_margin", 1)
+        margin: int = raw.get("connection_limit_margin", 2)
         mount: str = (raw.get("vault") or {}).get("mount", "secret")
         self.tenants = [Tenant(t, margin, mount) for t in raw["tenants"]]
         self.monitoring = MonitoringLogin(raw["monitoring"], mount) if raw.get("monitoring") else None

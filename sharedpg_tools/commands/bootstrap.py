@@ -53,6 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser, environ: Any) -> None:
     opts.add("--maintenance-db", default="postgres", help="where the admin connects and takes the provisioning lock")
     opts.add("--lock-timeout", type=float, default=60.0, metavar="SECONDS", help="wait this long for other runs")
     add_lock_wait(opts)
+    opts.add("--rotate", action="append", metavar="NAME",
+             help="give this existing login a new generated password although its source has none (repeatable; "
+             "what still uses the old one stops logging in)")  # fmt: skip
     opts.add("--auth-grace", type=seconds, default=30.0, metavar="SECONDS",
              help="how long a rejected admin login is retried (a Secret being rotated) before exit 4")  # fmt: skip
     add_policy_arguments(opts)
@@ -63,6 +66,10 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         output.emit(spec.default_text())
         return ExitCode.OK
     tenants = spec.load(args.spec)
+    known = {t.name for t in tenants.tenants} | ({tenants.monitoring.name} if tenants.monitoring else set())
+    unknown = sorted(set(args.rotate or ()) - known)
+    if unknown:
+        raise ConfigError(f"--rotate {', '.join(unknown)}: not in the spec (its logins: {', '.join(sorted(known))})")
     fuse_values = fuses.read(args.fuse or [], ctx.environ)
     if args.plan:
         return _plan(args.output, tenants, fuse_values)
@@ -92,7 +99,8 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         "host": args.advertised_host or ready.target.get("host", ""),
         "port": str(args.advertised_port or ready.target.get("port", "")),
     }
-    credentials = bootstrap.Credentials(vault, ctx.environ, args.password_dir, advertised, args.dry_run)
+    credentials = bootstrap.Credentials(vault, ctx.environ, args.password_dir, advertised, args.dry_run,
+                                        frozenset(args.rotate or ()))  # fmt: skip
     reports, watcher = bootstrap.run(tenants, fuse_values, target, credentials, args.dry_run, args.maintenance_db,
                                      args.lock_timeout)  # fmt: skip
     code = max((r.exit_code for r in reports), default=0)  # the monitoring login's failure does not hold apps

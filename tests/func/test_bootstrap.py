@@ -114,7 +114,7 @@ def test_plan_text_names_fuses_budget_and_capacity(cli: Cli) -> None:
     assert result.code == 0, result
     assert "fuses: backstage=off cicd=on policies=off observability=off" in result.stdout
     assert "active tenants: sonarqube (20), argo_workflows (10)" in result.stdout
-    assert "30 active, 65 if every stack is on, +5 admin headroom, of 77 usable slots" in result.stdout
+    assert "30 active, 65 if every stack is on, +5 admin headroom, of 82 usable slots" in result.stdout
 
 
 @pytest.mark.parametrize(("args", "env", "needle"), [
@@ -225,6 +225,8 @@ def test_bootstrap_without_vault_creates_every_tenant_then_changes_nothing(platf
 def test_one_tenant_failing_does_not_stop_the_others(platform: Platform) -> None:
     victim = platform.names[2]
     platform.pg.admin_sql(sql.SQL("CREATE ROLE {} LOGIN SUPERUSER").format(sql.Identifier(victim)))
+    platform.password_dir.mkdir(mode=0o700, exist_ok=True)
+    (platform.password_dir / victim).write_text(secrets.token_urlsafe(16))  # its source has one: refused as such
     result = platform.run()
     assert result.code == 3, result
     report = by_tenant(result)
@@ -343,3 +345,33 @@ def test_a_wrong_admin_password_is_exit_4_naming_its_file_not_a_server_never_up(
         [error] = [e for e in result.events() if e["level"] == "error"]
         assert "rejected the admin's login" in error["error"], error
         assert str(wrong) in error["hint"] and "ExternalSecret" not in error["hint"], error
+
+
+def test_an_existing_tenants_password_never_changes_behind_its_back(platform: Platform, tmp_path: Path) -> None:
+    """A tenant made with one source (ensure-tenant's file, or a first --password-dir) keeps the password its app
+    logs in with when bootstrap runs with a source that has none for it: refused, one line, with the way to
+    carry the password over; --rotate gives it a new one on purpose."""
+    first = platform.run()
+    assert first.code == 0, first
+    name = platform.names[0]
+    before = platform.password(name)
+    moved = tmp_path / "another-dir"
+    again = platform.cli(*[a if a != str(platform.password_dir) else str(moved) for a in platform.args()],
+                         env=platform.env(), timeout=180)  # fmt: skip
+    assert again.code == 3, again
+    report = by_tenant(again)
+    assert all(r["action"] == "failed" for r in report.values()), report
+    error = next(e for e in again.events() if e.get("tenant") == name and e["level"] == "error")
+    assert "already exists" in error["error"] and f"{moved}/{name}" in error["hint"], error
+    assert f"--rotate {name}" in error["hint"]
+    with psycopg.connect(platform.pg.conninfo(name, name), password=before):  # still the same password
+        pass
+    (moved / name).parent.mkdir(mode=0o700, exist_ok=True)
+    (moved / name).write_text(before)  # carried over, as the hint says
+    carried = platform.cli(*[a if a != str(platform.password_dir) else str(moved) for a in platform.args()],
+                           "--rotate", platform.names[1], env=platform.env(), timeout=180)  # fmt: skip
+    report = by_tenant(carried)
+    assert report[name]["action"] == "unchanged", report[name]
+    assert report[platform.names[1]]["action"] == "updated", "rotated on purpose"
+    with psycopg.connect(platform.pg.conninfo(name, name), password=before):
+        pass

@@ -39,7 +39,7 @@ def test_scrape_carries_each_tenant_by_state_with_its_limit_and_budget(
     assert states["idle"] == 2 and states["idle in transaction"] == 1 and states["active"] == 0
     assert by_role(families["sharedpg_role_connection_limit"], tenant.name) == {"": 12}
     assert by_role(families["sharedpg_role_connection_budget"], tenant.name) == {"": 4}
-    assert by_role(families["sharedpg_role_expected_connection_limit"], tenant.name) == {"": 5}  # budget + margin
+    assert by_role(families["sharedpg_role_expected_connection_limit"], tenant.name) == {"": 6}  # budget + margin
     usable = families["sharedpg_usable_connections"][0].value
     reserved = sum(s.value for s in families["sharedpg_reserved_connections"])
     assert usable == families["sharedpg_max_connections"][0].value - reserved

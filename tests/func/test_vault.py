@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import shlex
 import subprocess
 import time
 from collections.abc import Iterator
@@ -491,3 +492,29 @@ def test_a_service_account_of_another_namespace_cannot_log_in_as_the_job(platfor
         platform_vault.login("default", "sharedpg-bootstrap", "sharedpg-bootstrap")
     with pytest.raises(hvac.exceptions.Forbidden):
         platform_vault.login("database", "default", "sharedpg-bootstrap")
+
+
+def test_switching_from_files_to_vault_keeps_every_password(cli: Cli, pg: Server, admin: str, openbao: OpenBao,
+                                                            tmp_path: Path) -> None:  # fmt: skip
+    """Tenants made with --password-dir, then bootstrap with Vault, where nothing is stored yet: refused for
+    each (their apps log in with the files' passwords), with the create-only command that carries a password
+    over; run as the hint says, the next run is unchanged for that tenant."""
+    files = Platform(cli, pg, admin, tmp_path)
+    try:
+        assert files.run().code == 0
+        name = files.names[0]
+        switched = files.run(vault=openbao)
+        assert switched.code == 3, switched
+        assert {r["action"] for r in by_tenant(switched).values()} == {"failed"}
+        error = next(e for e in switched.events() if e.get("tenant") == name and e["level"] == "error")
+        command = error["hint"].split("carry its current password into the source: ", 1)[1].split(" (create-only")[0]
+        assert command.startswith(f"bao kv put -mount=secret -cas=0 {path_of(files, name)} "), command
+        current = files.password(name)
+        cli.secrets.add(current)  # the hint's command, with the password filled in
+        openbao.bao(*shlex.split(command.replace("<its current password>", shlex.quote(current)))[1:])
+        carried = by_tenant(files.run(vault=openbao))
+        assert carried[name]["action"] == "unchanged", carried[name]
+        with psycopg.connect(pg.conninfo(name, name), password=current):
+            pass
+    finally:
+        pg.drop_tenants(files.roles)
