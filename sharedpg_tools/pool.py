@@ -12,6 +12,7 @@ their state and backend type hidden; that is detected and reported as UNKNOWN, n
 
 from __future__ import annotations
 
+import os
 import time
 from enum import IntEnum
 
@@ -170,7 +171,11 @@ def read_live(params: dict[str, str], timeout: float, spec: Spec | None, warn: f
     except (libpq.ConnectFailed, libpq.Cancelled) as exc:
         error = exc.error if isinstance(exc, libpq.ConnectFailed) else libpq.ServerError("no answer in time")
         failure = connect_failure(error.message, error.sqlstate, error.needs_password)
-        return unread(f"cannot connect: {failure.message}", failure.hint)
+        hint = failure.hint
+        if failure.error_class == "database_missing" and "dbname" not in params and "PGDATABASE" not in os.environ:
+            hint = ("no database was named, so libpq used the login's own name, and the monitoring login has no "
+                    "database: add dbname=postgres to --dsn (or set PGDATABASE)")  # fmt: skip
+        return unread(f"cannot connect: {failure.message}", hint)
     try:
         return live(conn, spec, warn, crit, only_role)
     except (libpq.QueryFailed, libpq.Cancelled) as exc:

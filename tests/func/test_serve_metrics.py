@@ -5,6 +5,7 @@ least-privilege login it is meant to run as."""
 from __future__ import annotations
 
 import resource
+import secrets
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -208,3 +209,19 @@ def test_an_empty_or_missing_password_file_is_a_failed_read_not_an_error_page(
     assert exporter.scrape()["sharedpg_up"][0].value == 1
     log = exporter.stop()
     assert log.count("cannot read the server") == 1 and "is empty" in log and "Traceback" not in log, log
+
+
+def test_a_login_without_a_database_named_gets_the_fix_not_the_bootstrap_job(start_exporter: Start, cli: Cli,
+                                                                              pg: Server) -> None:  # fmt: skip
+    """The monitoring login has no database of its own: a --dsn without dbname makes libpq ask for one."""
+    name, password = f"monitor_{secrets.token_hex(3)}", secrets.token_urlsafe(16)
+    cli.secrets.add(password)
+    create = sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} IN ROLE pg_monitor")
+    pg.admin_sql(create.format(sql.Identifier(name), sql.Literal(password)))
+    try:
+        exporter = start_exporter(f"host={pg.host} port={pg.port} user={name}", password, "--cache", "0")
+        assert exporter.scrape()["sharedpg_up"][0].value == 0
+        log = exporter.stop()
+    finally:
+        pg.admin_sql(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+    assert "add dbname=postgres to --dsn" in log, log
