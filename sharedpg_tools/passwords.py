@@ -1,7 +1,7 @@
 """Tenant passwords: generated, and kept in files when Vault is not used.
 
 Generated passwords use only ``[A-Za-z0-9_-]``: Policy Reporter and Grafana put the password into a
-connection string unescaped, and Dex expands ``$`` in its config (shared/notes/consumers.md §0).
+connection string unescaped, and Dex expands ``$`` in its config (docs/facts-consumers.md §0).
 """
 
 from __future__ import annotations

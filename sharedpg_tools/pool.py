@@ -2,7 +2,7 @@
 
 Usable client slots are ``max_connections - superuser_reserved_connections - reserved_connections``
 (the last exists from PostgreSQL 16). Autovacuum, parallel workers and WAL senders do not take these
-slots (verified on 15, 16 and 18: shared/notes/pg-semantics.md §6), so no "margin for autovacuum" is
+slots (verified on 15, 16 and 18: docs/facts-postgresql.md §6), so no "margin for autovacuum" is
 needed — the seed plan's reason for its margin is a misconception; admin headroom is the real one.
 
 The live check reads ``pg_stat_activity`` through the lean libpq binding (it may run as a probe).

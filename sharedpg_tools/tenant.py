@@ -1,6 +1,6 @@
 """Ensure one app's role and database on the shared server: least privilege, isolated, idempotent.
 
-The statement sequence is the one verified in ``shared/notes/pg-semantics.md`` §8 on PostgreSQL 15,
+The statement sequence is the one verified in ``docs/facts-postgresql.md`` §8 on PostgreSQL 15,
 16 and 18, with a superuser admin and with a CREATEROLE CREATEDB admin (RDS, Cloud SQL, Azure):
 
 0. one session-level advisory lock in a database of its own that PUBLIC cannot connect to
@@ -46,7 +46,7 @@ LIST_SETTINGS = frozenset({"search_path", "temp_tablespaces", "local_preload_lib
 REDACTED = "<redacted>"
 MIN_PASSWORD = 8  # a password sharedpg sets; the ones it generates have 32
 Statement = sql.SQL | sql.Composed
-# "Succeeded but did nothing": the trap for a non-superuser admin (pg-semantics §2c).
+# "Succeeded but did nothing": the trap for a non-superuser admin (docs/facts-postgresql.md §2c).
 _SILENT_NO_OPS = ("01006", "01007")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import subprocess
 import sys
@@ -305,3 +306,22 @@ def test_the_reference_lists_every_exit_code_the_help_does() -> None:
         c for row in table.splitlines() if row.startswith("| ") for c in row.split("|")[1].replace("/", " ").split()
     }
     assert {line.split()[0] for line in EPILOG.splitlines()[1:] if line[:3].strip().isdigit()} <= listed
+
+
+def test_no_file_refers_outside_the_repository() -> None:
+    """The facts the project relies on are in docs/ (plan.md, facts-consumers.md, facts-postgresql.md) with
+    their upstream sources: no tracked file points at the planning folder beside a checkout."""
+    tracked = subprocess.run(["git", "ls-files"], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    outside = re.compile(r"shared/(notes|seed|charts|schemas)|\.\./shared|\.\./notes/|(?<!facts-)consumers\.md"
+                         r"|pg-semantics|anchors\.md")  # fmt: skip
+    found = []
+    for name in tracked.split():
+        path = ROOT / name
+        if name == "tests/func/test_cli_contract.py" or not path.is_file() or path.stat().st_size > 2_000_000:
+            continue
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            continue
+        found += [f"{name}: {m[0]}" for m in outside.finditer(text)]
+    assert found == [], found
