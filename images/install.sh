@@ -19,4 +19,16 @@ pip install --quiet --no-deps "$wheels"/sharedpg-*.whl
 pip check
 rm -rf "$wheels"
 pip uninstall --yes --quiet pip setuptools
+# The console script pip writes imports re before anything else: milliseconds of every exec probe. This
+# one starts the interpreter isolated and without the site module (-I -S: no PYTHON* variables, no user
+# site, no .pth processing), puts the environment's own packages on the path, and goes straight to the
+# entry point (sharedpg_tools/launch.py).
+packages=$("$target/bin/python" -I -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
+cat > "$target/bin/sharedpg" <<LAUNCHER
+#!$target/bin/python -IS
+import sys
+sys.path.append("$packages")
+from sharedpg_tools.launch import main
+main()
+LAUNCHER
 "$target/bin/python" -m compileall -q -j 0 "$target/lib"

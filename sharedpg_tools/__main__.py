@@ -1,7 +1,5 @@
 """``python -m sharedpg_tools``: the same entry point as the ``sharedpg`` console script."""
 
-import sys
+from sharedpg_tools.launch import main
 
-from sharedpg_tools.cli import main
-
-sys.exit(main())
+main()

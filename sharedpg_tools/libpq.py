@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import ctypes
 import os
-import re
 import select
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # collections.abc imports collections: milliseconds the probe does not spend
+    from collections.abc import Callable, Mapping, Sequence
 
 # libpq enums (libpq-fe.h)
 _CONNECTION_BAD = 1
@@ -130,6 +132,8 @@ def _array(items: Sequence[str | None]) -> ctypes.Array[ctypes.c_char_p]:
 
 def _may_hold_password(conninfo: str) -> bool:
     """A password keyword, or a URI with ``user:password@``."""
+    import re  # off the probe's path: only for a conninfo that failed to parse
+
     return "password" in conninfo.lower() or bool(re.match(r"^postgres(?:ql)?://[^@/]*:[^@/]*@", conninfo))
 
 
@@ -146,6 +150,8 @@ def parse_conninfo(conninfo: str) -> dict[str, str]:
         if errmsg.value is not None:
             lib().PQfreemem(errmsg)
         if _may_hold_password(conninfo):
+            import re
+
             message = re.sub(r'"[^"]*"', '"…"', message)
         raise ValueError(message)
     try:

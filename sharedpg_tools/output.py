@@ -9,13 +9,15 @@ of the output is dropped and the command still exits with its own code.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
 
 from sharedpg_tools import logs
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # on the probe's path: annotations only
+    from collections.abc import Iterable, Mapping, Sequence
+    from typing import Any
 
 _state = {"printed": False}
 # Every ``status`` a command's result may carry, besides ``failed`` (docs/reference.md is generated from this).
@@ -48,8 +50,7 @@ def result(output: str, command: str, status: str, exit_code: int, fields: Mappi
     if status != "failed" and status not in STATUSES.get(command, ()):
         raise ValueError(f"{command}: undeclared status {status!r}")
     if output == "json":
-        emit(json.dumps({"command": command, "status": status, "exit_code": int(exit_code), **fields},
-                        ensure_ascii=False) + "\n")  # fmt: skip
+        emit(logs.dumps({"command": command, "status": status, "exit_code": int(exit_code), **fields}) + "\n")
     else:
         emit("".join(f"{line}\n" for line in lines))
 

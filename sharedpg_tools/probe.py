@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import _thread
 import time
-from collections.abc import Callable
 
 from sharedpg_tools import libpq
 from sharedpg_tools.classify import Failure, connect_failure, query_failure
-from sharedpg_tools.settings import Target
-from sharedpg_tools.versionspec import VersionSpec
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # the probe path imports none of these (argparse and the rest cost more than a psql)
+    from collections.abc import Callable
+
+    from sharedpg_tools.settings import Target
+    from sharedpg_tools.versionspec import VersionSpec
 
 LEVELS = ("reachable", "login", "query")
 # A worker that is past its own deadline is given this long to notice before it is abandoned.

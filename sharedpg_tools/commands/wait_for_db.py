@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from sharedpg_tools import logs, probe
-from sharedpg_tools import output as results
+from sharedpg_tools import logs, probe, readiness
 from sharedpg_tools.errors import ConfigError, SharedpgError
 from sharedpg_tools.exitcodes import ExitCode
 from sharedpg_tools.settings import Context, EnvDefaults, boolean, seconds, target_from_args
@@ -25,18 +24,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-NAME = "wait-for-db"
+NAME = readiness.NAME
 USES_STRUCTLOG = False  # the probe path: see sharedpg_tools/logs.py
-
-_STATUS = {
-    ExitCode.OK: "ready",
-    ExitCode.NOT_READY: "not_ready",
-    ExitCode.USAGE: "usage_error",
-    ExitCode.PERMANENT: "error",
-    ExitCode.TIMEOUT: "timeout",
-    ExitCode.SIGINT: "interrupted",
-    ExitCode.SIGTERM: "interrupted",
-}
 
 
 def add_arguments(parser: argparse.ArgumentParser, environ: Any) -> None:
@@ -135,46 +124,10 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     except SharedpgError as exc:
         last = waiter.last
         failure = getattr(exc, "failure", None) or (last.failure if last else None)
-        _report(args.output, exc.exit_code, waiter, str(exc), failure=failure, target=last.target if last else None)
+        readiness.report(args.output, exc.exit_code, waiter.attempts, waiter.elapsed(), str(exc), failure=failure,
+                         target=last.target if last else None)  # fmt: skip
         raise
-    log.info(
-        "database ready",
-        target=probe.where(ready.target),
-        server_version=ready.version,
-        require=requirement.level,
-        attempts=waiter.attempts,
-        elapsed_s=round(waiter.elapsed(), 3),
-    )
-    _report(args.output, ExitCode.OK, waiter, "ready", target=ready.target, version=ready.version)
+    readiness.log_ready(log, ready, requirement.level, waiter.attempts, waiter.elapsed())
+    readiness.report(args.output, ExitCode.OK, waiter.attempts, waiter.elapsed(), "ready", target=ready.target,
+                     version=ready.version)  # fmt: skip
     return ExitCode.OK
-
-
-def _report(
-    output: str,
-    code: int,
-    waiter: Waiter,
-    message: str,
-    failure: Any = None,
-    target: dict[str, str] | None = None,
-    version: str | None = None,
-) -> None:
-    """The result on stdout, one line of text or one JSON object."""
-    status = _STATUS.get(ExitCode(code), "error")
-    result: dict[str, Any] = {
-        "target": probe.where(target),
-        "server_version": version,
-        "attempts": waiter.attempts,
-        "elapsed_s": round(waiter.elapsed(), 3),
-        "message": logs.redact(message),
-    }
-    if failure is not None:
-        result.update(failure.fields())
-        result["error"] = logs.redact(str(result["error"]))
-    if code == ExitCode.OK:
-        shown = version or "(version not read)"
-        line = (
-            f"ready: {result['target']} PostgreSQL {shown} after {waiter.attempts} attempt(s), {result['elapsed_s']} s"
-        )
-    else:
-        line = f"{status}: {result['message']}" + (f" [{failure.error_class}]" if failure is not None else "")
-    results.result(output, NAME, status, code, result, [line])

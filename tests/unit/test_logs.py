@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import random
 
 import pytest
 
@@ -40,3 +41,30 @@ def test_a_short_secret_is_masked_as_a_value_never_inside_words() -> None:
     assert logs.redact("exceeded the limit; VAULT_TOKEN=ed, 'ed'") == "exceeded the limit; VAULT_TOKEN=***, '***'"
     logs.register_secret("a-long-secret-value")
     assert logs.redact("xa-long-secret-valuex") == "x***x", "a long one is masked wherever it is"
+
+
+def test_the_lean_json_writer_is_json_dumps_byte_for_byte() -> None:
+    """What logs and results print, from the writer the probe path uses instead of importing json."""
+    rng = random.Random(7)
+    alphabet = ['"', "\\", "\n", "\r", "\t", "\b", "\f", "\x00", "\x1f", "\x7f", " ", "a", "ñ", "北", "😀", "/", "'"]
+
+    def value(depth: int) -> object:
+        kind = rng.randrange(9 if depth < 3 else 7)
+        if kind == 0:
+            return "".join(rng.choice(alphabet) for _ in range(rng.randrange(8)))
+        if kind == 1:
+            return rng.randrange(-(10**12), 10**12)
+        if kind == 2:
+            return rng.choice([0.1, 1e-9, 3.0, -2.5e300, float("inf"), float("-inf"), 1 / 3, rng.random()])
+        if kind in (3, 4):
+            return rng.choice([True, False, None])
+        if kind in (5, 6):
+            return rng.choice(["plain", "", "x y", "password=***"])
+        if kind == 7:
+            return [value(depth + 1) for _ in range(rng.randrange(4))]
+        return {"".join(rng.choice(alphabet) for _ in range(3)): value(depth + 1) for _ in range(rng.randrange(4))}
+
+    for _ in range(3000):
+        sample = value(0)
+        assert logs.dumps(sample) == json.dumps(sample, ensure_ascii=False, default=str), sample
+    assert logs.dumps(float("nan")) == json.dumps(float("nan"))
