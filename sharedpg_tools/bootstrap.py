@@ -193,8 +193,7 @@ def run(spec: Spec, fuses: Mapping[str, bool], target: Target, credentials: Cred
     every: list[TenantReport | MonitorReport] = [*reports, *([watcher] if watcher else [])]
     with db.admin(target, maintenance_db) as conn:
         roles = [r.tenant.role if isinstance(r, TenantReport) else r.login.role for r in every]
-        credentials.existing = {str(n) for (n,) in conn.execute(
-            "SELECT rolname FROM pg_catalog.pg_roles WHERE rolname = ANY(%s)", [roles]).fetchall()}  # fmt: skip
+        credentials.existing = _roles_with_passwords(conn, roles)
         for report in every:  # Vault round trips before taking the server's lock
             login = report.tenant if isinstance(report, TenantReport) else report.login
             try:
@@ -211,6 +210,16 @@ def run(spec: Spec, fuses: Mapping[str, bool], target: Target, credentials: Cred
     if watcher is not None:
         _log_monitor(watcher, dry_run, log)
     return reports, watcher
+
+
+def _roles_with_passwords(conn: psycopg.Connection[Any], roles: list[str]) -> set[str]:
+    """Which of ``roles`` exist with a password an app may log in with. A superuser reads pg_authid; any
+    other admin cannot (RDS, Cloud SQL neither), so for it a role that exists is taken to have one."""
+    superuser = conn.execute("SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user").fetchone()
+    query = "SELECT rolname FROM pg_catalog.pg_roles WHERE rolname = ANY(%s)"
+    if superuser == (True,):
+        query = "SELECT rolname FROM pg_catalog.pg_authid WHERE rolname = ANY(%s) AND rolpassword IS NOT NULL"
+    return {str(name) for (name,) in conn.execute(query, [roles]).fetchall()}
 
 
 def _provision(conn: psycopg.Connection[Any], reports: list[TenantReport], watcher: MonitorReport | None,
