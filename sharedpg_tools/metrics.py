@@ -34,10 +34,14 @@ def families(report: pool.Report) -> Iterator[Metric]:
     yield _gauge("sharedpg_usable_connections", "max_connections minus the reserved slots", c.usable)
     roles = list(report.roles.values())
     if report.mode == "live":
-        yield _gauge("sharedpg_connections", "Client connections of all roles, those authenticating included",
-                     report.total)  # fmt: skip
-        yield _gauge("sharedpg_authenticating_connections", "Client connections still authenticating (no role "
-                     "yet): each holds a slot, up to authentication_timeout", report.authenticating)  # fmt: skip
+        if report.only_role is not None:  # check-pool --role: the figures are that role's, and say so
+            yield _gauge("sharedpg_connections", f"Client connections of role {report.only_role} only "
+                         "(check-pool --role): not the server's total", report.total)  # fmt: skip
+        else:
+            yield _gauge("sharedpg_connections", "Client connections of all roles, those authenticating included",
+                         report.total)  # fmt: skip
+            stalled = "Client connections still authenticating (no role yet): each holds a slot"
+            yield _gauge("sharedpg_authenticating_connections", stalled, report.authenticating)
     budgets = [u.budget for u in roles if u.budget is not None]
     if budgets:
         yield _gauge("sharedpg_budget_connections", "The spec's pool budgets, all tenants", sum(budgets))

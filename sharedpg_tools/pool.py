@@ -85,6 +85,7 @@ class Report:
         self.headroom: int | None = None  # the spec's admin_headroom, when a spec is known
         self.hidden = 0  # other roles' sessions this login cannot see (counts would be low)
         self.authenticating = 0  # live: client connections that have not logged in yet (no role, a slot)
+        self.only_role: str | None = None  # live with --role: every figure is that role's alone
         self.server_version = ""
 
     @property
@@ -223,6 +224,7 @@ def live(conn: libpq.Connection, spec: Spec | None, warn: float, crit: float, on
                 usage.budget, usage.expected_limit = tenant.budget, tenant.connection_limit
     if only_role is not None:
         report.role(only_role)
+        report.only_role = only_role
     for usage in report.roles.values():
         usage.limit = limits.get(usage.role)
         _judge_role(report, usage, warn, crit, only_role)

@@ -103,6 +103,18 @@ def test_prometheus_output_parses_and_carries_each_role(cli: Cli, pg: Server, te
     assert families["sharedpg_usable_connections"].samples[0].value > 0
 
 
+def test_with_role_the_metrics_say_they_count_that_role_only(cli: Cli, pg: Server, tenants: list[Tenant]) -> None:
+    tenant = make(tenants, pg, cli)
+    tenant.open(idle=2)
+    result = check(cli, pg, "--role", tenant.name, "--output", "prometheus")
+    families = {f.name: f for f in text_string_to_metric_families(result.stdout)}
+    total = families["sharedpg_connections"]
+    assert total.samples[0].value == 2 and f"of role {tenant.name} only" in total.documentation, total
+    assert "sharedpg_authenticating_connections" not in families, "not counted for one role: not exported"
+    everything = {f.name: f for f in text_string_to_metric_families(check(cli, pg, "--output", "prometheus").stdout)}
+    assert "all roles" in everything["sharedpg_connections"].documentation
+
+
 def test_unreachable_server_is_unknown_with_nothing_invented(cli: Cli) -> None:
     result = cli("check-pool", "--dsn", "host=127.0.0.1 port=1", "--output", "json")
     assert result.code == 3 == result.result()["exit_code"], result
