@@ -70,9 +70,12 @@ def admin_rejected(failure: Any, target: Target) -> AdminLoginRejected:
     )
 
 
-def tenant(params: Mapping[str, str]) -> Conn:
-    """A session logged in as the tenant itself, for the tenant's own work."""
-    return _open(dict(params), fail_fast=True)
+def tenant(params: Mapping[str, str], own_search_path: bool = False) -> Conn:
+    """A session logged in as the tenant itself, for the tenant's own work. Its search_path is pinned to the
+    catalog, so what sharedpg reads there (tables, owners, sequences) is the catalog's and not a look-alike,
+    unless ``own_search_path``: counting rows runs the tenant's policies, which expect its own."""
+    options = {} if own_search_path else {"options": f"{params.get('options', '')} -c search_path=pg_catalog,pg_temp"}
+    return _open({**params, **options}, fail_fast=True)
 
 
 def source_params(params: Mapping[str, str]) -> dict[str, str]:

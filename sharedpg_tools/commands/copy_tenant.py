@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -118,7 +119,8 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         _check_tenant(admin, role, database)
         tools = copy.find_tools(src_major, tgt_major)
         log.info("tools", pg_dump=tools.pg_dump, major=tools.major)
-        with _connect_tenant(target.params(user=role, password=tenant_password, dbname=database)) as tdb:
+        tenant_params = target.params(user=role, password=tenant_password, dbname=database)
+        with _connect_tenant(tenant_params) as tdb:
             existing = copy.user_tables(tdb)
             if existing and not args.into_nonempty:
                 raise PermanentError(
@@ -154,7 +156,8 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
                 dump, restore, copy.source_env(source_params), copy.child_env(tenant_password),
                 lambda n: log.info("copying", bytes=n, mb=round(n / 1e6, 1)),
             )  # fmt: skip
-            problems = _verify(src, tdb, tables, counts, role)
+            problems = _verify(src, tdb, tables, counts, role,
+                               lambda: _connect_tenant(tenant_params, own_search_path=True))  # fmt: skip
     duration = time.monotonic() - started
     result |= {"bytes": copied, "duration_s": round(duration, 3), "mismatches": problems}
     for problem in problems:
@@ -198,10 +201,10 @@ def _connect_source(params: dict[str, str]) -> psycopg.Connection[Any]:
         raise
 
 
-def _connect_tenant(params: dict[str, str]) -> psycopg.Connection[Any]:
+def _connect_tenant(params: dict[str, str], own_search_path: bool = False) -> psycopg.Connection[Any]:
     """The tenant's own login into its database, with errors that point at --tenant-password-file."""
     try:
-        return db.tenant(params)
+        return db.tenant(params, own_search_path)
     except SharedpgError as exc:
         exc.args = (f"the tenant's login ({params.get('user')} into {params.get('dbname')}): {exc}",)
         exc.hint = ("check --tenant-password-file: it must hold the password bootstrap or ensure-tenant gave the "
@@ -245,13 +248,16 @@ def _check_tenant(admin: psycopg.Connection[Any], role: str, database: str) -> N
 
 
 def _verify(src: psycopg.Connection[Any], tdb: psycopg.Connection[Any], tables: list[tuple[str, str]],
-            counts: dict[str, int], role: str) -> list[str]:  # fmt: skip
-    """Tables, exact row counts, sequences' last values and owners: source against target."""
+            counts: dict[str, int], role: str,
+            counting: Callable[[], psycopg.Connection[Any]]) -> list[str]:  # fmt: skip
+    """Tables, exact row counts, sequences' last values and owners: source against target. The catalog is read
+    in ``tdb`` (pinned to it); the rows are counted in a session of ``counting`` (the tenant's own settings)."""
     problems = []
     target_tables = copy.user_tables(tdb)
     missing = sorted(set(map(".".join, tables)) - set(map(".".join, target_tables)))
     problems += [f"table {t} is missing on the target" for t in missing]
-    target_counts = copy.row_counts(tdb, [t for t in tables if ".".join(t) not in missing])
+    with counting() as own:
+        target_counts = copy.row_counts(own, [t for t in tables if ".".join(t) not in missing])
     problems += [f"table {t}: {counts[t]} rows in the source, {n} in the target"
                  for t, n in target_counts.items() if n != counts[t]]  # fmt: skip
     src_seq, tgt_seq = copy.sequences(src), copy.sequences(tdb)
