@@ -136,13 +136,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 
 def _early_log_format(argv: list[str], environ: Mapping[str, str]) -> str:
     """The log format for errors found while parsing: the flag or variable if it is valid."""
-    fmt = environ.get("SHAREDPG_LOG_FORMAT", "auto")
-    for index, arg in enumerate(argv):
-        if arg == "--log-format" and index + 1 < len(argv):
-            fmt = argv[index + 1]
-        elif arg.startswith("--log-format="):
-            fmt = arg.partition("=")[2]
-    return fmt if fmt in logs.FORMATS else "auto"
+    return output.given(argv, environ, "--log-format", logs.FORMATS, "auto")
 
 
 def _log_error(command: str | None, exc: SharedpgError, code: int) -> None:

@@ -73,10 +73,16 @@ def failure(argv: Sequence[str], environ: Mapping[str, str], command: str | None
 
 def requested_output(argv: Sequence[str], environ: Mapping[str, str]) -> str:
     """``--output`` as given, even when parsing failed (the flag, else SHAREDPG_OUTPUT, else text)."""
-    chosen = environ.get("SHAREDPG_OUTPUT", "text")
+    return given(argv, environ, "--output", ("text", "json", "prometheus"), "text")
+
+
+def given(argv: Sequence[str], environ: Mapping[str, str], flag: str, choices: Sequence[str], default: str) -> str:
+    """A flag's value as typed (else its SHAREDPG_ variable), read before (or without) the parser: the last
+    occurrence, if it is one of ``choices``, else ``default``."""
+    chosen = environ.get("SHAREDPG_" + flag.lstrip("-").replace("-", "_").upper(), default)
     for index, arg in enumerate(argv):
-        if arg == "--output" and index + 1 < len(argv):
+        if arg == flag and index + 1 < len(argv):
             chosen = argv[index + 1]
-        elif arg.startswith("--output="):
+        elif arg.startswith(flag + "="):
             chosen = arg.partition("=")[2]
-    return chosen if chosen in ("text", "json", "prometheus") else "text"
+    return chosen if chosen in choices else default
