@@ -98,16 +98,17 @@ def fake(request: pytest.FixtureRequest) -> Iterator[FakeOldServer]:
     server.close()
 
 
-def shared_credentials_everywhere(pg: Server, tmp_path: Path) -> dict[str, str]:
+def shared_credentials_everywhere(pg: Server, admin: str, tmp_path: Path) -> dict[str, str]:
     """The shared server's admin password wherever libpq would find one for any server."""
+    password = pg.password_of(admin)
     passfile = tmp_path / "pgpass"
-    passfile.write_text(f"*:*:*:*:{pg.password}\n")
+    passfile.write_text(f"*:*:*:*:{password}\n")
     passfile.chmod(0o600)
     services = tmp_path / "pg_service.conf"
-    services.write_text(f"[shared]\nhost={pg.host}\nport={pg.port}\nuser=postgres\npassword={pg.password}\n")
+    services.write_text(f"[shared]\nhost={pg.host}\nport={pg.port}\nuser={admin}\npassword={password}\n")
     (tmp_path / "tenant.pw").write_text("the tenant's")
-    return {"PGPASSWORD": pg.password, "PGPASSFILE": str(passfile), "PGSERVICEFILE": str(services),
-            "PGSERVICE": "shared", "PGHOST": pg.host, "PGPORT": str(pg.port), "PGUSER": "postgres"}  # fmt: skip
+    return {"PGPASSWORD": password, "PGPASSFILE": str(passfile), "PGSERVICEFILE": str(services),
+            "PGSERVICE": "shared", "PGHOST": pg.host, "PGPORT": str(pg.port), "PGUSER": admin}  # fmt: skip
 
 
 def copy_from(cli: Cli, fake: FakeOldServer, tmp_path: Path, env: dict[str, str], *extra: str) -> None:
@@ -120,34 +121,30 @@ def copy_from(cli: Cli, fake: FakeOldServer, tmp_path: Path, env: dict[str, str]
     assert len(errors) == 1 and errors[0]["error"].startswith("the old server (--from-dsn):"), result
 
 
-@pytest.mark.parametrize("pg", ["pg18"], indirect=True)  # the shared server is only a source of credentials
-def test_the_old_server_gets_nothing_of_the_shared_servers(cli: Cli, pg: Server, fake: FakeOldServer,
+def test_the_old_server_gets_nothing_of_the_shared_servers(cli: Cli, pg: Server, admin: str, fake: FakeOldServer,
                                                            tmp_path: Path) -> None:  # fmt: skip
-    cli.secrets.add(pg.password)
-    copy_from(cli, fake, tmp_path, shared_credentials_everywhere(pg, tmp_path))
+    cli.secrets.add(pg.password_of(admin))
+    copy_from(cli, fake, tmp_path, shared_credentials_everywhere(pg, admin, tmp_path))
     assert fake.startups, "copy-tenant never reached the old server"
     assert all(s.get("user") == "old" and s.get("database") == "old" for s in fake.startups), fake.startups
     assert fake.received == [], "the old server was sent a password it was not given"
 
 
-@pytest.mark.parametrize("pg", ["pg18"], indirect=True)
-def test_an_old_server_without_a_host_is_refused(cli: Cli, pg: Server,
-                                                 tmp_path: Path) -> None:  # fmt: skip
-    env = shared_credentials_everywhere(pg, tmp_path)
-    cli.secrets.add(pg.password)
+def test_an_old_server_without_a_host_is_refused(cli: Cli, pg: Server, admin: str, tmp_path: Path) -> None:
+    env = shared_credentials_everywhere(pg, admin, tmp_path)
+    cli.secrets.add(pg.password_of(admin))
     result = cli("copy-tenant", "anyone", "--from-dsn", "user=old dbname=old", "--tenant-password-file",
                  str(tmp_path / "tenant.pw"), env=env)  # fmt: skip
     assert result.code == 2 and "--from-dsn names no host" in result.stderr and len(result.log_lines) == 1, result
 
 
-@pytest.mark.parametrize("pg", ["pg18"], indirect=True)
 def test_the_old_server_gets_its_own_password_and_never_in_cleartext_unless_allowed(
-    cli: Cli, pg: Server, fake: FakeOldServer, tmp_path: Path
+    cli: Cli, pg: Server, admin: str, fake: FakeOldServer, tmp_path: Path
 ) -> None:
     old = secrets.token_urlsafe(12)
     (tmp_path / "old.pw").write_text(old)
-    cli.secrets |= {pg.password, old}
-    env = shared_credentials_everywhere(pg, tmp_path)
+    cli.secrets |= {pg.password_of(admin), old}
+    env = shared_credentials_everywhere(pg, admin, tmp_path)
     copy_from(cli, fake, tmp_path, env)
     if fake.method == MD5:
         assert set(fake.received) == {fake.md5_of(old, "old")}, "only the --from password, hashed, as MD5 asks"
