@@ -43,6 +43,8 @@ def read(flags: Sequence[str], environ: Mapping[str, str]) -> dict[str, bool]:
     return fuses
 
 
-def database_needed(fuses: Mapping[str, bool]) -> bool:
-    """The seed's truth table: deploy the shared PostgreSQL iff any fuse is on."""
-    return any(fuses.values())
+def database_needed(fuses: Mapping[str, bool], stacks: Sequence[str] = STACKS) -> bool:
+    """Deploy the shared PostgreSQL iff a stack it serves (``stacks``: those of the spec's tenants) is on. With
+    the full spec, whose tenants cover every stack, that is the seed's truth table (any fuse on); with the
+    pragmatic one (Backstage and SonarQube), only the backstage or cicd fuse."""
+    return any(fuses.get(stack, False) for stack in stacks)

@@ -126,7 +126,7 @@ def _admin_attempt(target: Target, grace: float) -> Callable[[float], probe.Read
 
 
 def _plan(output_format: str, tenants: spec.Spec, fuse_values: dict[str, bool]) -> int:
-    needed = fuses.database_needed(fuse_values)
+    needed = fuses.database_needed(fuse_values, tenants.stacks())
     active = [t for t in tenants.tenants if fuse_values.get(t.stack)]
     capacity = tenants.capacity
     result = {
@@ -141,7 +141,7 @@ def _plan(output_format: str, tenants: spec.Spec, fuse_values: dict[str, bool]) 
     }
     lines = [
         "fuses: " + " ".join(f"{stack}={'on' if on else 'off'}" for stack, on in fuse_values.items()),
-        f"shared database: {'deploy' if needed else 'not needed (every fuse is off)'}",
+        f"shared database: {'deploy' if needed else 'not needed (no fuse of a stack it serves is on)'}",
         "active tenants: " + (", ".join(f"{t.name} ({t.budget})" for t in active) or "none"),
         "inactive tenants (their roles and databases are still ensured): "
         + (", ".join(t.name for t in tenants.tenants if t not in active) or "none"),

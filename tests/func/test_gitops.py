@@ -48,7 +48,7 @@ AUTOMATIC = {"ServiceAccount": "default", "ConfigMap": "kube-root-ca.crt"}  # ma
 def expected_apps(fuses: dict[str, bool], profile: str = "full") -> set[str]:
     active = [n for n, a in ROOT_VALUES["apps"].items() if fuses[a["stack"]] and profile in a["profiles"]]
     watch = {"sharedpg-monitoring"} if ROOT_VALUES["monitoring"]["enabled"] else set()
-    plumbing = {"shared-postgresql", "sharedpg-bootstrap", *watch} if any(fuses.values()) else set()
+    plumbing = {"shared-postgresql", "sharedpg-bootstrap", *watch} if active else set()
     return plumbing | set(active) | {f"{n}-secrets" for n in active}
 
 
@@ -66,6 +66,26 @@ def test_root_emits_exactly_the_truth_tables_applications(renderer: Renderer, ro
     assert not [d for d in docs if d["kind"] == "ClusterSecretStore"], "no store every namespace may use"
     stores = {d["metadata"]["namespace"] for d in docs if d["kind"] == "SecretStore"}
     assert stores == (wanted | {"database"} if any(row) else set()), "a store in each namespace that reads Vault"
+
+
+@pytest.mark.parametrize("profile", ["full", "pragmatic"])
+def test_the_tree_and_the_plan_agree_on_the_database(renderer: Renderer, cli: Cli, tmp_path: Path,
+                                                     profile: str) -> None:  # fmt: skip
+    """The database (and its plumbing) exists iff a stack it serves is on: any fuse in the full profile, the
+    backstage or cicd fuse in the pragmatic one; `bootstrap --plan` on the profile's own spec says the same."""
+    name = "configmap-tenants.yaml" if profile == "full" else "configmap-tenants-pragmatic.yaml"
+    configmap = yaml.safe_load((SNIPPETS / "bootstrap" / name).read_text())
+    (tmp_path / "spec.yaml").write_text(configmap["data"]["tenants.yaml"])
+    for row in ROWS:
+        fuses = row_fuses(row)
+        docs = renderer.root(fuses, profile)
+        deployed = any(d["kind"] == "Application" and d["metadata"]["name"] == "shared-postgresql" for d in docs)
+        assert deployed is any(d["kind"] == "Namespace" and d["metadata"]["name"] == "database" for d in docs)
+        plan = cli("bootstrap", "--plan", "--spec", str(tmp_path / "spec.yaml"), "--output", "json",
+                   *itertools.chain.from_iterable(("--fuse", f"{k}={v}") for k, v in fuses.items()))  # fmt: skip
+        assert plan.result()["database_needed"] is deployed and plan.code == (0 if deployed else 1), (profile, row)
+        if profile == "pragmatic":
+            assert deployed is (fuses["backstage"] or fuses["cicd"]), row
 
 
 def test_pragmatic_profile_is_backstage_and_sonarqube_on_their_own_spec(renderer: Renderer) -> None:

@@ -1,8 +1,8 @@
-{{/* Whether the shared database is needed: the seed's rule, any fuse on. */}}
-{{- define "platform.anyFuse" -}}
-{{- $on := false -}}
-{{- range $stack, $value := .Values.fuses -}}{{- if $value -}}{{- $on = true -}}{{- end -}}{{- end -}}
-{{- if $on -}}true{{- end -}}
+{{/* Whether the shared database is needed: an app it serves is active (its fuse on, in this profile).
+With the full profile, whose apps cover every stack, that is the seed's rule (any fuse on); with the
+pragmatic one, the backstage or cicd fuse. `sharedpg bootstrap --plan` says the same for the profile's spec. */}}
+{{- define "platform.databaseNeeded" -}}
+{{- if (include "platform.activeApps" . | trim) -}}true{{- end -}}
 {{- end -}}
 
 {{/* The apps whose fuse is on in this profile, as "name name ..." in a stable order. */}}
