@@ -10,6 +10,9 @@ measured command is counted. Run it from the checkout's root with the project's 
 
     .venv/bin/python -m bench.image_cost [--runs 20] [--major 15]
 
+Where gcc and libpq's headers are present, it also builds ``bench/minimal_probe.c`` (one libpq login, one
+line) and runs it in the image beside them: what a probe that is not a Python program would cost.
+
 Targets: added layers <= 45 MB uncompressed; the probe <= 2.0x psql's CPU and <= 20 MiB (it takes the lean
 ``--once`` path, sharedpg_tools/quick.py, through the image's launcher, ``python -IS``). The interpreter's own
 start is printed beside them, as the launcher starts it (``-IS``) and as plain ``python -c pass``: no Python
@@ -19,6 +22,8 @@ command can cost less.
 from __future__ import annotations
 
 import secrets
+import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -52,9 +57,26 @@ def main() -> int:
             "python -IS -c pass (image; the launcher's floor)": ["/opt/sharedpg/bin/python", "-IS", "-c", "pass"],
             "sharedpg wait-for-db --once (image)": probe,
         }
+        compiled = _minimal_probe(Path(scratch))
+        if compiled:
+            commands["a minimal C client on libpq (image; bench/minimal_probe.c)"] = [compiled, target]
         common.compare(commands, {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}, args.runs, python)
     fix_image.podman("image", "unmount", image.tag)
     return 0
+
+
+def _minimal_probe(scratch: Path) -> str | None:
+    """``bench/minimal_probe.c`` built into the scratch directory, as the image sees it; None without gcc or
+    libpq's headers (it links the image's own libpq5)."""
+    header = Path("/usr/include/postgresql/libpq-fe.h")
+    if shutil.which("gcc") is None or not header.exists():
+        print("(no gcc or libpq-fe.h here: the minimal C client is not measured)")
+        return None
+    source = Path(__file__).with_name("minimal_probe.c")
+    subprocess.run(["gcc", "-O2", "-o", str(scratch / "minimal-probe"), str(source), f"-I{header.parent}", "-lpq"],
+                   check=True)  # fmt: skip
+    scratch.chmod(0o755)  # the image's user runs it from there
+    return f"{fix_image.SCRATCH}/minimal-probe"
 
 
 if __name__ == "__main__":
