@@ -30,7 +30,7 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from sharedpg_tools import copy, db, libpq, logs, output
+from sharedpg_tools import copy, db, libpq, logs, output, sqlite_apps
 from sharedpg_tools.classify import CLASSES
 from sharedpg_tools.errors import ConfigError, PermanentError, SharedpgError
 from sharedpg_tools.exitcodes import ExitCode
@@ -47,6 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser, environ: Any) -> None:
     opts.add("--from-dsn", metavar="CONNINFO", help="the old server, e.g. 'host=sonarqube-postgresql user=sonarUser "
              "dbname=sonarDB'; a password only in the environment variable")  # fmt: skip
     opts.add("--from-password-file", metavar="PATH", help="the old server's password, from a file")
+    opts.add("--from-sqlite", metavar="FILE", help="an app's SQLite file (Dex, Policy Reporter, Grafana): says why "
+             "it is not copied, and what moving to the shared server costs that app")  # fmt: skip
     opts.add("--tenant-password-file", metavar="PATH",
              help="the tenant's password, from a file: the restore and the checks log in as the tenant")  # fmt: skip
     opts.add("--role", help="the tenant's role [NAME]")
@@ -96,6 +98,10 @@ def _tool_conninfo(conn: psycopg.Connection[Any]) -> str:
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
+    if args.from_sqlite:
+        if args.from_dsn:
+            raise ConfigError("--from-sqlite and --from-dsn both given: the old data is in one or the other")
+        raise sqlite_apps.refuse(args.from_sqlite)
     role, database = args.role or args.name, args.database or args.name
     check_name("role", role)
     check_name("database", database)

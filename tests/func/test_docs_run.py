@@ -10,9 +10,11 @@ with only those strings replaced. Every documented example must have a step here
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
+import sqlite3
 import subprocess
 import sys
 import time
@@ -80,6 +82,7 @@ class Substitutions:
             ("/run/pw", str(self.files["monitor-password"])),
             ("/var/lib/node-exporter/sharedpg.prom", str(self.prom)),
             ("127.0.0.1:9187", f"127.0.0.1:{self.port}"),
+            ("/var/lib/dex/dex.db", str(workdir / "dex.db")),
         ]  # fmt: skip
 
     def apply(self, line: str) -> str:
@@ -235,6 +238,13 @@ def test_every_documented_example_does_what_its_text_says(docs: tuple[Docs, Open
         conn.execute("DROP TABLE public.projects")  # for the guide's copy, into an empty database again
     guide_copy = run.run("guide.md", "SHAREDPG_FROM_DSN=")
     assert guide_copy.code == 0 and "300 rows" in guide_copy.stdout, guide_copy
+    # An SQLite app's file: refused with what it holds; the shared server unchanged.
+    dex_db = subs.workdir / "dex.db"
+    with contextlib.closing(sqlite3.connect(dex_db)) as conn:
+        conn.executescript("CREATE TABLE keys (id text); CREATE TABLE refresh_token (id text); "
+                           "CREATE TABLE auth_request (id text);")  # fmt: skip
+    refused = run.run("guide.md", "sharedpg copy-tenant dex --from-sqlite")
+    assert refused.code == 3 and "Dex's storage" in refused.stderr and "log in once more" in refused.stderr, refused
     # Every documented example ran, but the README's install line (tests/func/test_demo.py runs the demo).
     missing = {(d, line) for d, line in run.lines if "sharedpg demo" not in line} - run.ran
     assert missing == set(), f"documented examples no step runs: {sorted(missing)}"
