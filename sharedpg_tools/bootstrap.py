@@ -192,10 +192,9 @@ def run(spec: Spec, fuses: Mapping[str, bool], target: Target, credentials: Cred
     secrets: dict[str, str] = {}
     every: list[TenantReport | MonitorReport] = [*reports, *([watcher] if watcher else [])]
     with db.admin(target, maintenance_db) as conn:
-        roles = [r.tenant.role if isinstance(r, TenantReport) else r.login.role for r in every]
-        credentials.existing = _roles_with_passwords(conn, roles)
-        for report in every:  # Vault round trips before taking the server's lock
-            login = report.tenant if isinstance(report, TenantReport) else report.login
+        logins = [(r, r.tenant if isinstance(r, TenantReport) else r.login) for r in every]
+        credentials.existing = _roles_with_passwords(conn, [login.role for _, login in logins])
+        for report, login in logins:  # Vault round trips before taking the server's lock
             try:
                 secrets[login.name], report.source = credentials.password_for(login)
             except Unusable:

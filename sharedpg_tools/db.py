@@ -74,8 +74,8 @@ def tenant(params: Mapping[str, str], own_search_path: bool = False) -> Conn:
     """A session logged in as the tenant itself, for the tenant's own work. Its search_path is pinned to the
     catalog, so what sharedpg reads there (tables, owners, sequences) is the catalog's and not a look-alike,
     unless ``own_search_path``: counting rows runs the tenant's policies, which expect its own."""
-    options = {} if own_search_path else {"options": f"{params.get('options', '')} -c search_path=pg_catalog,pg_temp"}
-    return _open({**params, **options}, fail_fast=True)
+    pinned = params if own_search_path else pinning.with_settings(params, {"search_path": "pg_catalog,pg_temp"})
+    return _open(dict(pinned), fail_fast=True)
 
 
 def source_params(params: Mapping[str, str]) -> dict[str, str]:

@@ -43,7 +43,7 @@ def read(flags: Sequence[str], environ: Mapping[str, str]) -> dict[str, bool]:
     return fuses
 
 
-def database_needed(fuses: Mapping[str, bool], stacks: Sequence[str] = STACKS) -> bool:
+def database_needed(fuses: Mapping[str, bool], stacks: Sequence[str]) -> bool:
     """Deploy the shared PostgreSQL iff a stack it serves (``stacks``: those of the spec's tenants) is on. With
     the full spec, whose tenants cover every stack, that is the seed's truth table (any fuse on); with the
     pragmatic one (Backstage and SonarQube), only the backstage or cicd fuse."""

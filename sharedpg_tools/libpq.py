@@ -122,6 +122,13 @@ def lib() -> ctypes.CDLL:
     return _lib
 
 
+def bound_connect(params: dict[str, str], seconds: float | None) -> None:
+    """Bound each connection attempt (libpq's connect_timeout, whole seconds, at least 2) unless the conninfo
+    or PGCONNECT_TIMEOUT already does: a server that accepts TCP and never answers must not hang a command."""
+    if seconds and "connect_timeout" not in params and "PGCONNECT_TIMEOUT" not in os.environ:
+        params["connect_timeout"] = str(max(2, -int(-seconds // 1)))  # math.ceil, without importing math
+
+
 def _text(value: bytes | None) -> str:
     return value.decode("utf-8", "replace") if value is not None else ""
 

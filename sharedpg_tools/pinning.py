@@ -60,10 +60,15 @@ def admin_settings(lock_timeout_s: float) -> dict[str, str]:
     }
 
 
-def pin(params: Mapping[str, str], lock_timeout_s: float = LOCK_TIMEOUT_S,
-        environ: Mapping[str, str] = os.environ) -> dict[str, str]:  # fmt: skip
-    """``params`` with the admin's settings appended to libpq's ``options`` (after the caller's own, from the
-    conninfo or PGOPTIONS, so ours win: the last ``-c`` of a name is the one the server keeps)."""
+def pin(params: Mapping[str, str], lock_timeout_s: float = LOCK_TIMEOUT_S) -> dict[str, str]:
+    """``params`` with every admin setting pinned."""
+    return with_settings(params, admin_settings(lock_timeout_s))
+
+
+def with_settings(params: Mapping[str, str], settings: Mapping[str, str],
+                  environ: Mapping[str, str] = os.environ) -> dict[str, str]:  # fmt: skip
+    """``params`` with ``settings`` appended to libpq's ``options`` (after the caller's own, from the conninfo
+    or PGOPTIONS, so ours win: the last ``-c`` of a name is the one the server keeps)."""
     own = params.get("options", environ.get("PGOPTIONS", ""))
-    ours = " ".join(f"-c {key}={value}" for key, value in admin_settings(lock_timeout_s).items())
+    ours = " ".join(f"-c {key}={value}" for key, value in settings.items())
     return {**params, "options": f"{own} {ours}".strip()}

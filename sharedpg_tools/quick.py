@@ -12,9 +12,7 @@ what is wrong, exactly as it always has.
 
 from __future__ import annotations
 
-import os
-
-from sharedpg_tools import libpq, logs, probe, readiness
+from sharedpg_tools import libpq, logs, probe, readiness, secretfile
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -84,17 +82,12 @@ def _params(options: dict[str, str], environ: Mapping[str, str]) -> dict[str, st
         if "password" in params:
             return None  # refused in the flag, allowed in SHAREDPG_DSN: the full CLI tells which
     params.setdefault("fallback_application_name", f"sharedpg-{readiness.NAME}")
-    timeout = float(options.get("--attempt-timeout", "5"))
-    if "connect_timeout" not in params and "PGCONNECT_TIMEOUT" not in os.environ:
-        params["connect_timeout"] = str(max(2, -int(-timeout // 1)))  # math.ceil, without importing math
+    libpq.bound_connect(params, float(options.get("--attempt-timeout", "5")))
     if options.get("--password-file"):
         try:
-            with open(options["--password-file"], encoding="utf-8") as handle:
-                password = handle.read().rstrip("\r\n")
-        except (OSError, UnicodeDecodeError):
-            return None
-        if not password or "\0" in password:
-            return None
+            password = secretfile.read(options["--password-file"])
+        except secretfile.Unreadable:
+            return None  # the full CLI says which rule the file breaks
         logs.register_secret(password)
         params["password"] = password
     return params

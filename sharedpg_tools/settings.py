@@ -9,11 +9,10 @@ pod specs.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 from collections.abc import Mapping
 
-from sharedpg_tools import libpq, logs, pinning
+from sharedpg_tools import libpq, logs, pinning, secretfile
 from sharedpg_tools.errors import ConfigError
 
 ENV_PREFIX = "SHAREDPG_"
@@ -156,18 +155,9 @@ def read_password_file(path: str, what: str = "--password-file / PGPASSWORD_FILE
         the password there) or is empty.
     """
     try:
-        with open(path, encoding="utf-8") as handle:
-            password = handle.read().rstrip("\r\n")
-    except OSError as exc:
-        raise ConfigError(
-            f"{what} {path!r} cannot be read ({exc.strerror}): mount the Secret there or fix the path"
-        ) from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{what} {path!r} is not UTF-8 text: write the password as UTF-8") from None
-    if "\0" in password:
-        raise ConfigError(f"{what} {path!r} holds a NUL byte, which would cut the password short: remove it")
-    if not password:
-        raise ConfigError(f"{what} {path!r} is empty: put the password in it")
+        password = secretfile.read(path)
+    except secretfile.Unreadable as exc:
+        raise ConfigError(f"{what} {path!r} {exc}") from None
     logs.register_secret(password)
     return password
 
@@ -203,18 +193,11 @@ class Target:
         """
         params = libpq.parse_conninfo(self.dsn) if self.dsn else {}
         params.setdefault("fallback_application_name", self.app_name)
-        bound_connect(params, self.connect_timeout)
+        libpq.bound_connect(params, self.connect_timeout)
         if self.password_file:
             params["password"] = read_password_file(self.password_file)
         params.update(overrides)
         return params
-
-
-def bound_connect(params: dict[str, str], seconds_: float | None) -> None:
-    """Bound each connection attempt (libpq's connect_timeout, whole seconds, at least 2) unless the conninfo
-    or PGCONNECT_TIMEOUT already does: a server that accepts TCP and never answers must not hang a command."""
-    if seconds_ and "connect_timeout" not in params and "PGCONNECT_TIMEOUT" not in os.environ:
-        params["connect_timeout"] = str(max(2, math.ceil(seconds_)))
 
 
 def target_from_args(args: argparse.Namespace, ctx: Context) -> Target:

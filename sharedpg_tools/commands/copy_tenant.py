@@ -34,8 +34,9 @@ from sharedpg_tools import copy, db, libpq, logs, output, sqlite_apps
 from sharedpg_tools.classify import CLASSES
 from sharedpg_tools.errors import ConfigError, PermanentError, SharedpgError
 from sharedpg_tools.exitcodes import ExitCode
+from sharedpg_tools.libpq import bound_connect
 from sharedpg_tools.names import check_name
-from sharedpg_tools.settings import Context, EnvDefaults, bound_connect, read_password_file, seconds, target_from_args
+from sharedpg_tools.settings import Context, EnvDefaults, read_password_file, seconds, target_from_args
 
 NAME = "copy-tenant"
 USES_STRUCTLOG = True
