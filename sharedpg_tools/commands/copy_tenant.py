@@ -15,9 +15,15 @@ PGSERVICE, a client certificate) is offered to it, and it may not ask for a clea
 transaction, so nothing is left behind; re-run. After a restore without that guarantee (an earlier
 tool, by hand), ``--into-nonempty --clean`` redoes it over what is there.
 
+``--from-sqlite FILE``: Grafana's SQLite database is imported into a tenant that Grafana of the same
+version initialised (``grafana_import`` has the rules), as the tenant, in one transaction; Dex's and Policy
+Reporter's files are refused with what not moving them costs (``sqlite_apps``). The file is only read.
+
 Exit codes: 0 copied and verified · 1 a server unreachable, a tool failed, or the verification found a
 mismatch (the tables are named) · 2 invalid input · 3 refused: versions, tools, tenant missing, target
-not empty, encodings differ.
+not empty, encodings differ; for --from-sqlite, another app's file, another Grafana version, a
+tenant Grafana has not initialised or that holds users' data, Grafana still connected, a value its column
+cannot hold.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from sharedpg_tools import copy, db, libpq, logs, output, sqlite_apps
+from sharedpg_tools import copy, db, grafana_import, libpq, logs, output, sqlite_apps, sqlite_source
 from sharedpg_tools.classify import CLASSES
 from sharedpg_tools.errors import ConfigError, PermanentError, SharedpgError
 from sharedpg_tools.exitcodes import ExitCode
@@ -48,8 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser, environ: Any) -> None:
     opts.add("--from-dsn", metavar="CONNINFO", help="the old server, e.g. 'host=sonarqube-postgresql user=sonarUser "
              "dbname=sonarDB'; a password only in the environment variable")  # fmt: skip
     opts.add("--from-password-file", metavar="PATH", help="the old server's password, from a file")
-    opts.add("--from-sqlite", metavar="FILE", help="an app's SQLite file (Dex, Policy Reporter, Grafana): says why "
-             "it is not copied, and what moving to the shared server costs that app")  # fmt: skip
+    opts.add("--from-sqlite", metavar="FILE", help="an app's SQLite file: Grafana's is imported into a "
+             "tenant its own first start initialised; Dex's and Policy Reporter's are refused, saying why")  # fmt: skip
     opts.add("--tenant-password-file", metavar="PATH",
              help="the tenant's password, from a file: the restore and the checks log in as the tenant")  # fmt: skip
     opts.add("--role", help="the tenant's role [NAME]")
@@ -99,13 +105,13 @@ def _tool_conninfo(conn: psycopg.Connection[Any]) -> str:
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
-    if args.from_sqlite:
-        if args.from_dsn:
-            raise ConfigError("--from-sqlite and --from-dsn both given: the old data is in one or the other")
-        raise sqlite_apps.refuse(args.from_sqlite)
     role, database = args.role or args.name, args.database or args.name
     check_name("role", role)
     check_name("database", database)
+    if args.from_sqlite:
+        if args.from_dsn:
+            raise ConfigError("--from-sqlite and --from-dsn both given: the old data is in one or the other")
+        return _from_sqlite(args, ctx, role, database)
     if args.clean and not args.into_nonempty:
         raise ConfigError("--clean only makes sense with --into-nonempty: add it, or drop --clean")
     source_params = _source_params(args, ctx)
@@ -175,6 +181,51 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     code = ExitCode.NOT_READY if problems else ExitCode.OK
     output.result(args.output, NAME, "mismatch" if problems else "copied", code, result, lines)
     return code
+
+
+def _from_sqlite(args: argparse.Namespace, ctx: Context, role: str, database: str) -> int:
+    """An app's SQLite file: Grafana's imported into its tenant (``grafana_import``), any other refused."""
+    with sqlite_source.snapshot(args.from_sqlite) as src:
+        sqlite_apps.check_grafana(src, args.from_sqlite)
+        target = target_from_args(args, ctx)
+        if not args.tenant_password_file:
+            raise ConfigError("--tenant-password-file is required: the import logs in as the tenant, never as the "
+                              "admin (the file the tenant's Secret or bootstrap --password-dir holds)")  # fmt: skip
+        tenant_password = read_password_file(args.tenant_password_file, "--tenant-password-file")
+        log = logs.get_logger(command=NAME, tenant=args.name)
+        with db.admin(target, args.maintenance_db) as admin:
+            _check_tenant(admin, role, database)
+        tenant_params = target.params(user=role, password=tenant_password, dbname=database)
+        with _connect_tenant(tenant_params) as tdb:
+            planned = grafana_import.plan(src, tdb, database)
+            result: dict[str, Any] = {"tenant": args.name, "source": "sqlite", "app": "grafana",
+                                      "grafana_migrations": planned.migrations, "tables": len(planned.tables),
+                                      "rows": sum(planned.counts.values())}  # fmt: skip
+            if args.dry_run:
+                result |= {"dry_run": True, "would_copy": planned.counts, "would_replace": planned.seeded}
+                lines = [f"would copy {t}: {n} rows" for t, n in planned.counts.items()]
+                lines += [f"would replace what Grafana seeded in {t}: {n} rows" for t, n in planned.seeded.items()]
+                output.result(args.output, NAME, "dry_run", ExitCode.OK, result, lines)
+                return ExitCode.OK
+            report = grafana_import.load(src, tdb, planned, lambda t, n: log.info("copied", table=t, rows=n))
+    result |= {"copied": report.copied, "replaced": report.replaced, "sequences": report.sequences,
+               "encrypted": report.encrypted, "duration_s": report.duration_s}  # fmt: skip
+    lines = [f"imported Grafana's SQLite into {database}: {len(report.copied)} tables, {result['rows']} rows, "
+             f"{report.sequences} sequences set, in {report.duration_s:.1f} s (both at the same "
+             f"{planned.migrations} Grafana migrations)"]  # fmt: skip
+    if report.replaced:
+        seeded = ", ".join(f"{t} ({n})" for t, n in report.replaced.items())
+        lines.append(f"replaced what Grafana seeded in the tenant with the file's: {seeded}")
+    if report.encrypted:
+        where = ", ".join(f"{t} ({n})" for t, n in report.encrypted.items())
+        lines.append(
+            f"NOTE: values encrypted with the old Grafana's secret_key were copied as they are: {where}; "
+            "start Grafana on the tenant with the same [security] secret_key, or they will not decrypt"
+        )
+        log.warning("encrypted values copied", where=where,
+                    hint="start Grafana on the tenant with the same [security] secret_key")  # fmt: skip
+    output.result(args.output, NAME, "copied", ExitCode.OK, result, lines)
+    return ExitCode.OK
 
 
 def _encoding(conn: psycopg.Connection[Any]) -> str:

@@ -31,6 +31,7 @@ from psycopg import sql
 
 from sharedpg_tools import spec as spec_module
 from sharedpg_tools.localserver import free_port
+from tests import fix_grafana
 from tests.conftest import ROOT, Cli, Result
 from tests.fix_legacy import Legacy
 from tests.fix_openbao import OpenBao
@@ -59,7 +60,7 @@ class Substitutions:
         self.spec = workdir / "tenants.yaml"
         self.spec.write_text(spec_module.default_text())
         self.files = {name: workdir / name for name in ("admin-password", "sonarqube-password", "old-password",
-                                                        "monitor-password")}  # fmt: skip
+                                                        "monitor-password", "grafana-password")}  # fmt: skip
         self.files["admin-password"].write_text(pg.password + "\n")
         self.files["old-password"].write_text(old_password + "\n")
         self.prom = workdir / "sharedpg.prom"
@@ -83,6 +84,8 @@ class Substitutions:
             ("/var/lib/node-exporter/sharedpg.prom", str(self.prom)),
             ("127.0.0.1:9187", f"127.0.0.1:{self.port}"),
             ("/var/lib/dex/dex.db", str(workdir / "dex.db")),
+            ("/var/lib/grafana/grafana.db", str(workdir / "grafana.db")),
+            ("/secrets/grafana/password", str(self.files["grafana-password"])),
         ]  # fmt: skip
 
     def apply(self, line: str) -> str:
@@ -196,9 +199,13 @@ def test_every_documented_example_does_what_its_text_says(docs: tuple[Docs, Open
     assert boot.code == 0 and "6 of 6 tenants ready" in boot.stdout, boot
     again = run.run("guide.md", "sharedpg bootstrap --spec")
     assert again.code == 0 and again.stdout.count(" unchanged ") == 7, again
-    # SonarQube's Secret as its ExternalSecret syncs it from Vault; the monitoring login's likewise.
-    for name, path in (("sonarqube-password", "cicd/sonarqube/postgres"),
-                       ("monitor-password", "database/shared-postgresql/monitoring")):  # fmt: skip
+    # SonarQube's and Grafana's Secrets as their ExternalSecrets sync them from Vault; the monitoring login's too.
+    synced = {
+        "sonarqube-password": "cicd/sonarqube/postgres",
+        "grafana-password": "observability/grafana/postgres",
+        "monitor-password": "database/shared-postgresql/monitoring",
+    }
+    for name, path in synced.items():
         stored = vault.latest(path)
         assert stored is not None
         run.cli.secrets.add(stored["password"])
@@ -245,6 +252,15 @@ def test_every_documented_example_does_what_its_text_says(docs: tuple[Docs, Open
                            "CREATE TABLE auth_request (id text);")  # fmt: skip
     refused = run.run("guide.md", "sharedpg copy-tenant dex --from-sqlite")
     assert refused.code == 3 and "Dex's storage" in refused.stderr and "log in once more" in refused.stderr, refused
+    # Grafana's SQLite: into the tenant its first start initialised (tests/fix_grafana.py stands in for it).
+    grafana_pw = subs.files["grafana-password"].read_text().strip()
+    with psycopg.connect(pg.conninfo("grafana", "grafana"), password=grafana_pw, autocommit=True) as conn:
+        fix_grafana.initialise_tenant(conn)
+    facts = fix_grafana.make_sqlite(subs.workdir / "grafana.db", dashboards=4)
+    imported = run.run("guide.md", "sharedpg copy-tenant grafana --from-sqlite")
+    assert imported.code == 0 and imported.stdout.startswith("imported Grafana's SQLite into grafana"), imported
+    with psycopg.connect(pg.conninfo("grafana", "grafana"), password=grafana_pw) as conn:
+        assert [r[0] for r in conn.execute("SELECT id FROM dashboard ORDER BY id")] == facts["dashboards"]
     # Every documented example ran, but the README's install line (tests/func/test_demo.py runs the demo).
     missing = {(d, line) for d, line in run.lines if "sharedpg demo" not in line} - run.ran
     assert missing == set(), f"documented examples no step runs: {sorted(missing)}"

@@ -1,5 +1,6 @@
-"""copy-tenant --from-sqlite: each SQLite app's file, recognised from its tables and refused with what it
-holds and what moving costs that app; the file is only read."""
+"""copy-tenant --from-sqlite: Dex's and Policy Reporter's files, recognised from their tables and refused
+with what they hold and what not moving them costs; the file is only read. (Grafana's is imported:
+test_grafana_import.py.)"""
 
 from __future__ import annotations
 
@@ -17,11 +18,10 @@ SCHEMAS = {
             "CREATE TABLE client (id text)", "CREATE TABLE password (email text)"],
     "policy-reporter": ["CREATE TABLE policy_report (id text)", "CREATE TABLE policy_report_result (id text)",
                         "CREATE TABLE policy_report_config (id text)"],
-    "grafana": ["CREATE TABLE migration_log (id integer)", "CREATE TABLE dashboard (id integer)"],
     "other": ["CREATE TABLE things (id integer)"],
 }  # fmt: skip
 SAYS = {"dex": "Dex's storage", "policy-reporter": "rebuilt from the cluster's PolicyReport",
-        "grafana": "Grafana's database", "other": "not the database of Dex, Policy Reporter or Grafana"}  # fmt: skip
+        "other": "not the database of Dex, Policy Reporter or Grafana"}  # fmt: skip
 
 
 def sqlite_file(tmp_path: Path, app: str, rows: dict[str, int] | None = None) -> Path:
