@@ -215,7 +215,7 @@ def initialise_tenant(conn: psycopg.Connection[Any], migrations: list[str] = MIG
 
 
 def make_sqlite(path: Path, migrations: list[str] = MIGRATIONS, dashboards: int = 30, versions: int = 3,
-                dashboard_kb: int = 40, seed: int = 7) -> dict[str, Any]:  # fmt: skip
+                dashboard_kb: int = 40, annotations: int = 40, seed: int = 7) -> dict[str, Any]:  # fmt: skip
     """A grafana.db as a Grafana of ``migrations`` leaves it after some use, with what real files hold:
     booleans set both ways, NULLs, unicode titles, large dashboard JSON, ids with gaps (deleted rows), times
     in the formats Grafana's SQLite drivers write. Returns facts the tests check against."""
@@ -297,12 +297,13 @@ def make_sqlite(path: Path, migrations: list[str] = MIGRATIONS, dashboards: int 
         db.execute("INSERT INTO preferences (org_id, user_id, version, home_dashboard_id, timezone, theme, created, "
                    "updated, week_start, json_data) VALUES (1, 2, 0, ?, 'Europe/Madrid', 'dark', ?, ?, 'monday', "
                    "'{\"language\":\"es-ES\"}')", (dash_ids[0], times[0], times[1]))  # fmt: skip
-        for a in range(40):
-            db.execute("INSERT INTO annotation (org_id, dashboard_id, panel_id, type, title, text, prev_state, "
-                       "new_state, data, epoch, epoch_end, tags, created, updated) VALUES (1, ?, 2, 'annotation', '', "
-                       "?, '', '', '{}', ?, ?, NULL, ?, ?)",
-                       (dash_ids[a % len(dash_ids)], f"déploiement {a}", 1709285400000 + a, 1709285400000 + a,
-                        1709285400000 + a, 1709285400000 + a))  # fmt: skip
+        db.executemany(
+            "INSERT INTO annotation (org_id, dashboard_id, panel_id, type, title, text, prev_state, new_state, data, "
+            "epoch, epoch_end, tags, created, updated) VALUES (1, ?, 2, 'annotation', '', ?, '', '', '{}', ?, ?, NULL, "
+            "?, ?)",
+            ((dash_ids[a % len(dash_ids)], f"déploiement {a}", 1709285400000 + a, 1709285400000 + a,
+              1709285400000 + a, 1709285400000 + a) for a in range(annotations)),
+        )  # fmt: skip
         db.execute(
             "INSERT INTO library_element (org_id, folder_id, uid, name, kind, type, description, model, "
             "created, created_by, updated, updated_by, version, folder_uid) VALUES (1, 2, 'lib-1', 'CPU', 1, "
