@@ -31,7 +31,7 @@ from typing import Any
 import psycopg
 
 from bench import common
-from sharedpg_tools import grafana_import
+from sharedpg_tools import grafana_import, localserver
 from tests import fix_grafana
 
 
@@ -48,7 +48,7 @@ def main() -> int:
     fix_grafana.make_sqlite(path, dashboards=dashboards, annotations=args.mb * 2600)  # 40 %: annotations
     size = path.stat().st_size
     password = secrets.token_urlsafe(18)
-    with common.localserver.LocalServer(installation, password) as server:
+    with localserver.LocalServer(installation, password) as server:
         env = common.client_env(password)
         results = {}
         for name in ("pgloader", "sharedpg copy-tenant"):
@@ -121,7 +121,7 @@ def _wrong(path: Path, conn: psycopg.Connection[Any]) -> Counter[tuple[str, str]
             convert = [grafana_import.converter(c) for c in columns]
             want = {row[0]: [f(v) for f, v in zip(convert, row, strict=True)]
                     for row in db.execute(f'SELECT {names} FROM "{table}"')}  # fmt: skip
-            have = {row[0]: list(row) for row in conn.execute(f'SELECT {names} FROM "{table}"')}  # noqa: S608
+            have = {row[0]: list(row) for row in conn.execute(f'SELECT {names} FROM "{table}"')}
             wrong[(table, "missing")] += len(want.keys() - have.keys())
             wrong[(table, "not in the file (seed kept)")] += len(have.keys() - want.keys())
             for key in want.keys() & have.keys():
