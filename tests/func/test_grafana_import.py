@@ -243,3 +243,33 @@ def test_a_file_that_is_not_grafanas_names_the_app(cli: Cli, tenant: Tenant, tmp
         db.execute("CREATE TABLE things (id integer)")
     result = run(cli, tenant, path)
     refused(result, "not the database of Dex, Policy Reporter or Grafana")
+
+
+@STRICTER_ADMIN
+def test_a_file_left_mid_transaction_is_recovered_in_a_copy_never_in_place(cli: Cli, tenant: Tenant,
+                                                                           tmp_path: Path) -> None:  # fmt: skip
+    """Grafana killed mid-write leaves a hot rollback journal: the import sees the last committed state, and
+    the file and its journal stay exactly as they were (Grafana's own next start would roll it back)."""
+    live = tmp_path / "live"
+    live.mkdir()
+    path, facts = grafana_db(live, dashboards=3)
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("PRAGMA cache_size=1")  # the uncommitted pages reach the file itself
+    writer.execute("BEGIN")
+    writer.execute("DELETE FROM dashboard_version")
+    writer.execute("UPDATE dashboard SET title = 'half-written', data = ?", ("x" * 100_000,))
+    crashed = tmp_path / "crashed"
+    crashed.mkdir()
+    for suffix in ("", "-journal"):  # the files as a crash leaves them
+        (crashed / f"grafana.db{suffix}").write_bytes(Path(f"{path}{suffix}").read_bytes())
+    writer.execute("ROLLBACK")
+    writer.close()
+    copied = crashed / "grafana.db"
+    before = {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in crashed.iterdir()}
+    assert "grafana.db-journal" in before
+    result = run(cli, tenant, copied)
+    assert result.code == 0, result
+    assert {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in crashed.iterdir()} == before
+    with tenant.connect() as conn:
+        assert conn.execute("SELECT count(*) FROM dashboard WHERE title = 'half-written'").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM dashboard_version").fetchone() == (len(facts["dashboards"]) * 3,)
