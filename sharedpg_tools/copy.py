@@ -91,6 +91,20 @@ def row_counts(conn: psycopg.Connection[Any], tables: list[tuple[str, str]]) -> 
     return counts
 
 
+def refuse_if_in_use(tdb: psycopg.Connection[Any], database: str, app: str) -> None:
+    """Nothing, when no other client is connected to the tenant's database.
+
+    :raises PermanentError: naming how many sessions, so the app is stopped before its data is moved.
+    """
+    row = tdb.execute(
+        "SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE datname = pg_catalog.current_database() "
+        "AND pid <> pg_catalog.pg_backend_pid() AND backend_type = 'client backend'"
+    ).fetchone()
+    if row and row[0]:
+        raise PermanentError(f"database {database} has {row[0]} other session(s): {app} is still running on it",
+                             f"scale {app} to 0 replicas (or stop it) and re-run")  # fmt: skip
+
+
 def sequences(conn: psycopg.Connection[Any]) -> dict[str, int | None]:
     return {f"{s}.{n}": v for s, n, v in conn.execute(_SEQUENCES_SQL).fetchall()}
 

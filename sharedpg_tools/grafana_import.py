@@ -40,7 +40,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from sharedpg_tools import sqlite_source
+from sharedpg_tools import copy, sqlite_source
 from sharedpg_tools.errors import PermanentError
 
 # Tables only a user fills: a row in any of them means the tenant already holds someone's work.
@@ -137,7 +137,7 @@ def plan(src: sqlite3.Connection, tdb: psycopg.Connection[Any], database: str) -
             "import into a tenant only Grafana's first start has touched: drop its database, re-create it with "
             "ensure-tenant, start and stop Grafana once, then re-run",
         )
-    _refuse_if_in_use(tdb, database)
+    copy.refuse_if_in_use(tdb, database, "Grafana")
     counts = {t: sqlite_source.count(src, t) for t in tables}
     return Plan(schema, migrations, tables, counts, {t: n for t, n in seeded.items() if n})
 
@@ -235,16 +235,6 @@ def _same_migrations(src: sqlite3.Connection, tdb: psycopg.Connection[Any], sche
 def _count(tdb: psycopg.Connection[Any], schema: str, table: str) -> int:
     row = tdb.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table))).fetchone()
     return int(row[0]) if row else 0
-
-
-def _refuse_if_in_use(tdb: psycopg.Connection[Any], database: str) -> None:
-    row = tdb.execute(
-        "SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE datname = current_database() "
-        "AND pid <> pg_catalog.pg_backend_pid() AND backend_type = 'client backend'"
-    ).fetchone()
-    if row and row[0]:
-        raise PermanentError(f"database {database} has {row[0]} other session(s): Grafana is still running on it",
-                             "scale Grafana to 0 replicas (or stop it) and re-run")  # fmt: skip
 
 
 def _copy_table(src: sqlite3.Connection, tdb: psycopg.Connection[Any], schema: str, table: str,

@@ -29,14 +29,15 @@ cannot hold.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from sharedpg_tools import copy, db, grafana_import, libpq, logs, output, sqlite_apps, sqlite_source
+from sharedpg_tools import copy, db, grafana_import, libpq, logs, output, plugin_copy, sqlite_apps, sqlite_source
 from sharedpg_tools.classify import CLASSES
 from sharedpg_tools.errors import ConfigError, PermanentError, SharedpgError
 from sharedpg_tools.exitcodes import ExitCode
@@ -58,6 +59,13 @@ def add_arguments(parser: argparse.ArgumentParser, environ: Any) -> None:
              "tenant its own first start initialised; Dex's and Policy Reporter's are refused, saying why")  # fmt: skip
     opts.add("--tenant-password-file", metavar="PATH",
              help="the tenant's password, from a file: the restore and the checks log in as the tenant")  # fmt: skip
+    opts.add("--plugins", metavar="IDS", help="Backstage: the plugin ids whose databases (database mode) become "
+             "schemas of the tenant's database (schema mode), e.g. catalog,auth,scaffolder,search; ID=DB names a "
+             "database")  # fmt: skip
+    opts.add("--plugin-database-prefix", default=plugin_copy.DEFAULT_PREFIX, metavar="PREFIX",
+             help="with --plugins: Backstage's backend.database.prefix [%(default)s]")  # fmt: skip
+    opts.add("--schema-prefix", default="", metavar="PREFIX",
+             help="with --plugins: Backstage's schemaPrefix for schema mode [none]")  # fmt: skip
     opts.add("--role", help="the tenant's role [NAME]")
     opts.add("--database", help="the tenant's database [NAME]")
     opts.add("--into-nonempty", action="store_true", default=False, help="allow a target database with tables")
@@ -121,6 +129,8 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
                           "(the file the tenant's Secret or bootstrap --password-dir holds)")  # fmt: skip
     tenant_password = read_password_file(args.tenant_password_file, "--tenant-password-file")
     log = logs.get_logger(command=NAME, tenant=args.name)
+    if args.plugins:
+        return _from_plugin_databases(args, role, database, source_params, target, tenant_password, log)
     started = time.monotonic()
     with _connect_source(source_params) as src, db.admin(target, args.maintenance_db) as admin:
         src_major, tgt_major = src.info.server_version // 10000, admin.info.server_version // 10000
@@ -181,6 +191,109 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     code = ExitCode.NOT_READY if problems else ExitCode.OK
     output.result(args.output, NAME, "mismatch" if problems else "copied", code, result, lines)
     return code
+
+
+def _from_plugin_databases(args: argparse.Namespace, role: str, database: str, source_params: dict[str, str],
+                           target: Any, tenant_password: str, log: Any) -> int:  # fmt: skip
+    """Backstage's database per plugin on the old server into a schema per plugin in the tenant's database."""
+    plugins = plugin_copy.parse(args.plugins, args.plugin_database_prefix, args.schema_prefix)
+    if args.into_nonempty or args.clean:
+        raise ConfigError("--plugins copies into schemas that must be empty: drop --into-nonempty / --clean")
+    if source_params.get("dbname"):
+        raise ConfigError("--from-dsn names a database, but with --plugins each plugin's database comes from its id: "
+                          "drop dbname from --from-dsn (or name one per plugin: --plugins catalog=DB,…)")  # fmt: skip
+    started = time.monotonic()
+    with db.admin(target, args.maintenance_db) as admin:
+        _check_tenant(admin, role, database)
+        target_version = admin.info.server_version
+    tenant_params = target.params(user=role, password=tenant_password, dbname=database)
+    with _connect_tenant(tenant_params) as tdb, contextlib.ExitStack() as stack:
+        if plugin_copy.repair(tdb):
+            log.warning("repaired", detail=f"an interrupted run had left public as {plugin_copy.HELD}: put back")
+        copy.refuse_if_in_use(tdb, database, "Backstage")
+        plugin_copy.check_targets(tdb, plugins, database)
+        sources = {p: stack.enter_context(_connect_plugin_database(source_params, p)) for p in plugins}
+        newest = max(src.info.server_version for src in sources.values())
+        if newest > target_version:
+            raise PermanentError(
+                f"the source is PostgreSQL {newest // 10000}, newer than the shared server's "
+                f"{target_version // 10000}: a dump cannot be restored into an older server"
+            )
+        tools = copy.find_tools(newest // 10000, target_version // 10000)
+        for plugin, src in sources.items():
+            plugin_copy.check_source(src, plugin)
+            if _encoding(src) != _encoding(tdb):
+                raise PermanentError(f"plugin database {plugin.database} is {_encoding(src)}, the tenant's "
+                                     f"{_encoding(tdb)}: recreate the tenant with --encoding to match")  # fmt: skip
+        report: dict[str, Any] = {}
+        if args.dry_run:
+            for plugin, src in sources.items():
+                counts = copy.row_counts(src, copy.user_tables(src))
+                report[plugin.id] = {"database": plugin.database, "schema": plugin.schema, "tables": len(counts),
+                                     "rows": sum(counts.values())}  # fmt: skip
+            lines = [f"would copy {p['database']} into schema {p['schema']}: {p['tables']} tables, {p['rows']} rows"
+                     for p in report.values()]  # fmt: skip
+            output.result(args.output, NAME, "dry_run", ExitCode.OK, {"tenant": args.name, "dry_run": True,
+                                                                     "plugins": report}, lines)  # fmt: skip
+            return ExitCode.OK
+        copied, done, problems = 0, [], []
+        try:
+            for plugin, src in sources.items():
+                dump = [tools.pg_dump, "-Fc", "--no-owner", "--no-privileges", "-d", _tool_conninfo(src)]
+                restore = [tools.pg_restore, "--no-owner", "--no-privileges", "--exit-on-error",
+                           "--single-transaction", "-d", _tool_conninfo(tdb)]  # fmt: skip
+                src_params = {**source_params, "dbname": plugin.database}
+                copied += plugin_copy.copy_into_schema(tdb, plugin, _pipeline(dump, restore, src_params,
+                                                                              tenant_password, log))  # fmt: skip
+                done.append(plugin)
+                log.info("copied", plugin=plugin.id, schema=plugin.schema)
+            with _connect_tenant(tenant_params, own_search_path=True) as own:
+                for plugin, src in sources.items():
+                    tables, rows, found = plugin_copy.verify(src, tdb, own, plugin)
+                    report[plugin.id] = {"database": plugin.database, "schema": plugin.schema, "tables": tables,
+                                         "rows": rows}  # fmt: skip
+                    problems += found
+        except BaseException:
+            plugin_copy.drop(tdb, done)
+            raise
+    duration = time.monotonic() - started
+    for problem in problems:
+        log.error("verification failed", problem=problem)
+    result = {"tenant": args.name, "plugins": report, "tables": sum(p["tables"] for p in report.values()),
+              "rows": sum(p["rows"] for p in report.values()), "bytes": copied, "duration_s": round(duration, 3),
+              "tools": tools.where, "mismatches": problems}  # fmt: skip
+    lines = [f"copied {p['database']} into schema {p['schema']}: {p['tables']} tables, {p['rows']} rows"
+             for p in report.values()]  # fmt: skip
+    lines += [f"copied {len(report)} plugin databases, {result['rows']} rows, {copied} bytes in {duration:.1f} s "
+              f"(pg_dump/pg_restore {tools.major} from {tools.where})"]  # fmt: skip
+    lines += [f"MISMATCH: {p}" for p in problems]
+    code = ExitCode.NOT_READY if problems else ExitCode.OK
+    output.result(args.output, NAME, "mismatch" if problems else "copied", code, result, lines)
+    return code
+
+
+def _pipeline(dump: list[str], restore: list[str], source_params: dict[str, str], tenant_password: str,
+              log: Any) -> Callable[[], int]:  # fmt: skip
+    def run() -> int:
+        return copy.stream(dump, restore, copy.source_env(source_params), copy.child_env(tenant_password),
+                           lambda n: log.info("copying", bytes=n, mb=round(n / 1e6, 1)))  # fmt: skip
+
+    return run
+
+
+@contextlib.contextmanager
+def _connect_plugin_database(params: dict[str, str], plugin: plugin_copy.Plugin) -> Iterator[psycopg.Connection[Any]]:
+    """A plugin's database on the old server; one that does not exist is named as the plugin's."""
+    try:
+        conn = _connect_source({**params, "dbname": plugin.database})
+    except SharedpgError as exc:
+        if "does not exist" in str(exc):
+            raise PermanentError(f"plugin {plugin.id}: database {plugin.database} does not exist on the old server",
+                                 "check --plugins and --plugin-database-prefix (Backstage's backend.database.prefix): "
+                                 "list the plugins whose databases exist there") from None  # fmt: skip
+        raise
+    with conn:
+        yield conn
 
 
 def _from_sqlite(args: argparse.Namespace, ctx: Context, role: str, database: str) -> int:

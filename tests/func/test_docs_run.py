@@ -59,8 +59,15 @@ class Substitutions:
         self.workdir = workdir
         self.spec = workdir / "tenants.yaml"
         self.spec.write_text(spec_module.default_text())
-        self.files = {name: workdir / name for name in ("admin-password", "sonarqube-password", "old-password",
-                                                        "monitor-password", "grafana-password")}  # fmt: skip
+        names = (
+            "admin-password",
+            "sonarqube-password",
+            "old-password",
+            "monitor-password",
+            "grafana-password",
+            "backstage-password",
+        )
+        self.files = {name: workdir / name for name in names}
         self.files["admin-password"].write_text(pg.password + "\n")
         self.files["old-password"].write_text(old_password + "\n")
         self.prom = workdir / "sharedpg.prom"
@@ -76,6 +83,9 @@ class Substitutions:
             ("host=sonarqube-postgresql.cicd user=sonarUser dbname=sonarDB password=…",
              f"{old} user=sonarUser dbname=sonarDB password={old_password}"),
             ("host=sonarqube-postgresql user=sonarUser", f"{old} user=sonarUser"),
+            ("host=backstage-postgresql.backstage user=bn_backstage password=…",
+             f"{old} user=bn_backstage password={old_password}"),
+            ("/run/secrets/backstage-password", str(self.files["backstage-password"])),
             ("/etc/sharedpg/tenants.yaml", str(self.spec)),
             (" tenants.yaml", f" {self.spec}"),
             ("/var/run/pw", str(workdir / "password-dir")),
@@ -134,6 +144,28 @@ def sonar_db(legacy: Legacy, password: str) -> Callable[[], None]:
     return drop
 
 
+def backstage_dbs(legacy: Legacy, password: str) -> Callable[[], None]:
+    """The old Backstage server's databases, one per plugin as its default database mode makes them."""
+    legacy.server.admin_sql(
+        sql.SQL("CREATE ROLE bn_backstage LOGIN CREATEDB PASSWORD {}").format(sql.Literal(password))
+    )
+    plugins = ("catalog", "auth", "scaffolder", "search")
+    for plugin in plugins:
+        legacy.server.admin_sql(f"CREATE DATABASE backstage_plugin_{plugin} OWNER bn_backstage")
+        with psycopg.connect(legacy.server.conninfo("bn_backstage", f"backstage_plugin_{plugin}"),
+                             password=password) as conn:  # fmt: skip
+            conn.execute("CREATE TABLE knex_migrations (id serial PRIMARY KEY, name text)")
+            conn.execute(f"CREATE TABLE {'tasks' if plugin == 'scaffolder' else 'things'} AS SELECT g AS id "
+                         "FROM generate_series(1, 3) g")  # fmt: skip
+
+    def drop() -> None:
+        for plugin in plugins:
+            legacy.server.admin_sql(f"DROP DATABASE IF EXISTS backstage_plugin_{plugin} WITH (FORCE)")
+        legacy.server.admin_sql("DROP ROLE IF EXISTS bn_backstage")
+
+    return drop
+
+
 @pytest.fixture
 def docs(cli: Cli, pg: Server, legacy: Legacy, tmp_path: Path) -> Iterator[tuple[Docs, OpenBao]]:
     (tmp_path / "bao").mkdir()
@@ -141,6 +173,7 @@ def docs(cli: Cli, pg: Server, legacy: Legacy, tmp_path: Path) -> Iterator[tuple
     old_password = "old-" + tmp_path.name[-8:] + "-sonar-password"
     cli.secrets |= {pg.password, vault.root_token, old_password}
     drop_old = sonar_db(legacy, old_password)
+    drop_backstage = backstage_dbs(legacy, old_password)
     subs = Substitutions(pg, legacy, tmp_path, old_password)
     env = {"PGHOST": pg.host, "PGPORT": str(pg.port), "PGUSER": pg.superuser, "PGPASSWORD": pg.password,
            "VAULT_ADDR": vault.addr, "VAULT_TOKEN": vault.root_token,
@@ -153,6 +186,7 @@ def docs(cli: Cli, pg: Server, legacy: Legacy, tmp_path: Path) -> Iterator[tuple
     finally:
         pg.drop_tenants(names)
         drop_old()
+        drop_backstage()
         vault.stop()
 
 
@@ -199,10 +233,11 @@ def test_every_documented_example_does_what_its_text_says(docs: tuple[Docs, Open
     assert boot.code == 0 and "6 of 6 tenants ready" in boot.stdout, boot
     again = run.run("guide.md", "sharedpg bootstrap --spec")
     assert again.code == 0 and again.stdout.count(" unchanged ") == 7, again
-    # SonarQube's and Grafana's Secrets as their ExternalSecrets sync them from Vault; the monitoring login's too.
+    # The apps' Secrets as their ExternalSecrets sync them from Vault; the monitoring login's too.
     synced = {
         "sonarqube-password": "cicd/sonarqube/postgres",
         "grafana-password": "observability/grafana/postgres",
+        "backstage-password": "backstage/backstage/postgres",
         "monitor-password": "database/shared-postgresql/monitoring",
     }
     for name, path in synced.items():
@@ -243,8 +278,14 @@ def test_every_documented_example_does_what_its_text_says(docs: tuple[Docs, Open
     assert copied.code == 0 and copied.stdout.startswith("copied 1 tables, 300 rows"), copied
     with psycopg.connect(pg.conninfo("postgres", "sonarqube"), password=pg.password, autocommit=True) as conn:
         conn.execute("DROP TABLE public.projects")  # for the guide's copy, into an empty database again
-    guide_copy = run.run("guide.md", "SHAREDPG_FROM_DSN=")
+    guide_copy = run.run("guide.md", "SHAREDPG_FROM_DSN='host=sonarqube")
     assert guide_copy.code == 0 and "300 rows" in guide_copy.stdout, guide_copy
+    # Backstage's plugin databases on the old server, into their schemas of the backstage tenant.
+    plugins = run.run("guide.md", "SHAREDPG_FROM_DSN='host=backstage")
+    assert plugins.code == 0 and "copied 4 plugin databases" in plugins.stdout, plugins
+    backstage_pw = subs.files["backstage-password"].read_text().strip()
+    with psycopg.connect(pg.conninfo("backstage", "backstage"), password=backstage_pw) as conn:
+        assert conn.execute("SELECT count(*) FROM scaffolder.tasks").fetchone() == (3,)
     # An SQLite app's file: refused with what it holds; the shared server unchanged.
     dex_db = subs.workdir / "dex.db"
     with contextlib.closing(sqlite3.connect(dex_db)) as conn:
