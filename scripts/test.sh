@@ -2,7 +2,7 @@
 # The project's whole gate, from a clean clone: the README's test command, and what CI runs.
 # Makes .venv, installs the project with its test, lint and typing extras (PostgreSQL 16 and 18 come
 # as wheels), installs Debian's postgresql-15, podman, mmdebstrap, runc and prometheus where missing and
-# we may (root with apt-get), then runs ruff, ruff format --check, mypy, hadolint and pytest against real servers.
+# we may (root with apt-get), and the Backstage backend the cutover test runs (npm ci), then runs ruff, ruff format --check, mypy, hadolint and pytest against real servers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +22,12 @@ command -v promtool >/dev/null || missing="$missing prometheus"
 if [ -n "$missing" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing$missing (Debian) for the tests" >&2
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+fi
+
+# The real Backstage backend (tests/func/test_backstage_real.py), exactly as tests/backstage/package-lock.json
+# pins it, from the npm registry with the machine's Node.js; re-installed only when the lock changed.
+if command -v npm >/dev/null && ! cmp -s tests/backstage/package-lock.json tests/backstage/node_modules/.installed-lock; then
+    (cd tests/backstage && npm ci --no-audit --no-fund --loglevel=error >/dev/null && cp package-lock.json node_modules/.installed-lock)
 fi
 
 .venv/bin/ruff check .
