@@ -40,6 +40,8 @@ HELM_SHIM = """#!/bin/sh
 exec "{helm}" "$@"
 """
 PHASES = {"PreSync": 0, "Sync": 1, "PostSync": 2}
+# kustomize's options as argocd/argocd-cm.yaml tells Argo CD (one source: what is tested is what is shipped).
+BUILD_OPTIONS = yaml.safe_load((SNIPPETS / "argocd" / "argocd-cm.yaml").read_text())["data"]["kustomize.buildOptions"]
 
 
 # -- rendering -----------------------------------------------------------------------------------------------
@@ -93,8 +95,11 @@ def _annotation(obj: dict[str, Any], key: str, default: str = "") -> str:
 class Renderer:
     """Renders the root chart and each child Application's source as Argo CD would, from this checkout."""
 
-    def __init__(self, workdir: Path):
-        self.workdir = workdir
+    def __init__(self, workdir: Path, platform: Path | None = None):
+        """``platform``: a platform repository's own files (its values files), beside this one: a ``$values/``
+        path that is not in this checkout is looked up there, and a kustomize app's ``platform-values.yaml``
+        is replaced by a symlink to ``platform/<app>.platform-values.yaml`` where that exists."""
+        self.workdir, self.platform = workdir, platform
         self.helm, self.kubectl = TOOLS / "helm", TOOLS / "kubectl"
         self.shim = workdir / "helm-v3-shim"
         self.shim.write_text(HELM_SHIM.replace("{helm}", str(self.helm)))
@@ -129,7 +134,7 @@ class Renderer:
         namespace = spec["destination"]["namespace"]
         if "sources" in spec:  # an upstream chart with $values from this repository
             chart_source = next(s for s in spec["sources"] if "chart" in s)
-            values = [ROOT / v.removeprefix("$values/") for v in chart_source["helm"]["valueFiles"]]
+            values = [self._repo_file(v.removeprefix("$values/")) for v in chart_source["helm"]["valueFiles"]]
             chart_dir = self.charts / chart_source["chart"]
             assert yaml.safe_load((chart_dir / "Chart.yaml").read_text())["version"] == str(
                 chart_source["targetRevision"]
@@ -146,7 +151,11 @@ class Renderer:
             for chart in yaml.safe_load((folder / "kustomization.yaml").read_text()).get("helmCharts", []):
                 target = work / "charts" / f"{chart['name']}-{chart['version']}" / chart["name"]
                 shutil.copytree(self.charts / chart["name"], target)
-            return _docs(_run(self.kubectl, "kustomize", "--enable-helm", "--helm-command", self.shim, work))
+            own = self.platform / f"{name}.platform-values.yaml" if self.platform else None
+            if own is not None and own.exists():  # as a platform links its file in: outside the kustomization
+                (work / "platform-values.yaml").unlink()
+                (work / "platform-values.yaml").symlink_to(own)
+            return _docs(_run(self.kubectl, "kustomize", *BUILD_OPTIONS.split(), "--helm-command", self.shim, work))
         directory = source.get("directory", {})
         files = sorted(p for p in folder.glob("*.yaml"))
         if "include" in directory:
@@ -155,10 +164,14 @@ class Renderer:
             files = [p for p in files if not fnmatch.fnmatch(p.name, directory["exclude"])]
         return [d for p in files for d in _docs(p.read_text())]
 
-    def tree(self, fuses: dict[str, bool], profile: str = "full") -> Tree:
+    def _repo_file(self, path: str) -> Path:
+        here = ROOT / path
+        return here if here.exists() or self.platform is None else self.platform / path
+
+    def tree(self, fuses: dict[str, bool], profile: str = "full", *extra: str) -> Tree:
         """Everything Argo CD would create for these fuses, each object placed in the sync order."""
         tree = Tree()
-        for obj in self.root(fuses, profile):
+        for obj in self.root(fuses, profile, SNIPPETS / "root", *extra):
             wave = int(_annotation(obj, "sync-wave", "0"))
             tree.objects.append(Placed(obj, "platform", (wave, 1, 0), obj["metadata"].get("namespace", "")))
             if obj["kind"] != "Application":

@@ -24,6 +24,7 @@ import yaml
 from sharedpg_tools import spec as spec_module
 from tests.conftest import Cli
 from tests.fix_gitops import (
+    BUILD_OPTIONS,
     K8S_VERSION,
     ROOT_VALUES,
     SCHEMAS,
@@ -201,9 +202,11 @@ def test_a_child_application_is_healthy_only_when_synced_succeeded_and_healthy(
     assert _health(status)[0] == health
 
 
-def test_argocd_is_told_to_build_kustomize_with_helm() -> None:
+def test_argocd_is_told_to_build_kustomize_with_helm_and_linked_platform_values() -> None:
     cm = _docs((SNIPPETS / "argocd" / "argocd-cm.yaml").read_text())[0]
-    assert cm["data"]["kustomize.buildOptions"] == "--enable-helm"
+    assert cm["data"]["kustomize.buildOptions"].split() == ["--enable-helm", "--load-restrictor",
+                                                            "LoadRestrictionsNone"]  # fmt: skip
+    assert cm["data"]["kustomize.buildOptions"] == BUILD_OPTIONS  # what the renderer runs kustomize with
 
 
 # -- each consumer, rendered as Argo CD would ----------------------------------------------------------------
@@ -538,8 +541,10 @@ def _cluster_store(external_secret: str) -> Callable[[Tree], None]:
     ("a namespace nothing makes (ExternalSecrets before their stack's namespace)", _drop("Namespace", "cicd"),
      "needs Namespace /cicd, which nothing"),
     ("the store after the admin ExternalSecret (the old wave deadlock)",
-     _move("SecretStore", "vault", (5, 1, 0), "database"), "needs SecretStore database/vault, made later"),
-    ("a namespace's store missing", _drop("SecretStore", "vault", "cicd"), "needs SecretStore cicd/vault, which"),
+     _move("SecretStore", "sharedpg-vault", (5, 1, 0), "database"),
+     "needs SecretStore database/sharedpg-vault, made later"),
+    ("a namespace's store missing", _drop("SecretStore", "sharedpg-vault", "cicd"),
+     "needs SecretStore cicd/sharedpg-vault, which"),
     ("a store's service account missing", _drop("ServiceAccount", "sharedpg-secrets", "policies"),
      "needs ServiceAccount policies/sharedpg-secrets, which nothing"),
     ("an ExternalSecret of cicd asking for the admin's password",

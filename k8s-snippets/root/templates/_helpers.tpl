@@ -36,7 +36,7 @@ cross the pod network on this connection. */}}
 apiVersion: argoproj.io/v1alpha1
 kind: Application
 metadata:
-  name: {{ .name }}
+  name: {{ printf "%s%s" (.root.Values.applicationPrefix | default "") .name }}
   namespace: argocd
   annotations:
     argocd.argoproj.io/sync-wave: {{ .wave | quote }}
