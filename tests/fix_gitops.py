@@ -151,6 +151,11 @@ class Renderer:
             for chart in yaml.safe_load((folder / "kustomization.yaml").read_text()).get("helmCharts", []):
                 target = work / "charts" / f"{chart['name']}-{chart['version']}" / chart["name"]
                 shutil.copytree(self.charts / chart["name"], target)
+            patches = source.get("kustomize", {}).get("patches", [])
+            if patches:  # as Argo CD adds an Application's kustomize.patches to the kustomization
+                kustomization = yaml.safe_load((work / "kustomization.yaml").read_text())
+                kustomization["patches"] = [*kustomization.get("patches", []), *patches]
+                (work / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
             own = self.platform / f"{name}.platform-values.yaml" if self.platform else None
             if own is not None and own.exists():  # as a platform links its file in: outside the kustomization
                 (work / "platform-values.yaml").unlink()

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
-from tests.fix_gitops import ROOT_VALUES, STACKS, Renderer, Tree, row_fuses
+from tests.fix_gitops import ROOT_VALUES, SNIPPETS, STACKS, Renderer, Tree, _docs, row_fuses
 
 CLUSTER_MEMORY_GI = 12.0  # docs/plan.md, "Capacity notes": "cluster budget about 12 Gi of memory"
 BUDGET = ROOT / "docs" / "budget.md"
@@ -194,3 +194,29 @@ def test_the_plans_runtime_settings_reach_the_apps(renderer: Renderer) -> None:
     assert int(config["parallelism"]) == 5 and config["persistence"]["archiveTTL"] == "1d"
     properties = " ".join(str(p.obj.get("data")) for p in tree.of("ConfigMap", "sonarqube"))
     assert "sonar.search.javaAdditionalOpts=-Xms512m -Xmx512m" in properties
+
+
+@pytest.mark.parametrize("profile", ["full", "pragmatic"])
+def test_the_database_is_sized_by_the_profile(renderer: Renderer, profile: str) -> None:
+    size = ROOT_VALUES["database"]["sizing"][profile]
+    tree = renderer.tree(row_fuses((True, True, False, False)), profile)
+    [statefulset] = [p.obj for p in tree.of("StatefulSet", "shared-postgresql")]
+    [server] = pod_template(statefulset)["containers"]
+    assert server["resources"] == {"requests": size["requests"], "limits": size["limits"]}
+    settings = dict(a.split("=", 1) for a in server["args"] if "=" in a)
+    assert settings["shared_buffers"] == size["sharedBuffers"] and settings["effective_cache_size"] == size[
+        "effectiveCacheSize"]  # fmt: skip
+    assert len(server["args"]) == 2 * len(settings) and set(server["args"][::2]) == {"-c"}, "a patch hit a -c"
+    claim = statefulset["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"]
+    assert claim == size["storage"]
+
+
+def test_the_full_size_is_what_the_manifest_says() -> None:
+    """The manifest read alone (kubectl apply -k database/) and the full profile agree: one set of figures."""
+    [statefulset] = _docs((SNIPPETS / "database" / "statefulset.yaml").read_text())
+    [server] = statefulset["spec"]["template"]["spec"]["containers"]
+    full = ROOT_VALUES["database"]["sizing"]["full"]
+    settings = dict(a.split("=", 1) for a in server["args"] if "=" in a)
+    assert server["resources"] == {"requests": full["requests"], "limits": full["limits"]}
+    assert (settings["shared_buffers"], settings["effective_cache_size"]) == (full["sharedBuffers"],
+                                                                              full["effectiveCacheSize"])  # fmt: skip

@@ -55,3 +55,24 @@ spec:
     retry:
       {{- toYaml .root.Values.retry | nindent 6 }}
 {{- end -}}
+
+
+{{/* The database's size for the profile, as the kustomize patches of its Application: the container's
+resources, the two memory settings in its args (at their places in database/statefulset.yaml; the tests
+check they land there), the volume. */}}
+{{- define "platform.databaseSizing" -}}
+- target: {kind: StatefulSet, name: shared-postgresql}
+  patch: |-
+    - op: replace
+      path: /spec/template/spec/containers/0/resources
+      value: {{ dict "requests" .requests "limits" .limits | toJson }}
+    - op: replace
+      path: /spec/template/spec/containers/0/args/3
+      value: {{ printf "shared_buffers=%s" .sharedBuffers | quote }}
+    - op: replace
+      path: /spec/template/spec/containers/0/args/7
+      value: {{ printf "effective_cache_size=%s" .effectiveCacheSize | quote }}
+    - op: replace
+      path: /spec/volumeClaimTemplates/0/spec/resources/requests/storage
+      value: {{ .storage | quote }}
+{{- end -}}
