@@ -5,7 +5,10 @@ Starts its own server (PostgreSQL 15 from Debian when present), fills an "old ap
 copy-tenant (which also runs the preflight and the per-table verification) and with the bare pipeline,
 and prints the median wall time and MB/s (of the dump's size) of each. Run from the checkout's root::
 
-    .venv/bin/python -m bench.copy_cost [--runs 3]
+    .venv/bin/python -m bench.copy_cost [--runs 3] [--scale 10]
+
+``--scale N`` makes the old database N times as big (10: about 500 MB on disk), where copy-tenant's fixed
+costs (the preflight, the imports, counting every table) stop mattering.
 """
 
 from __future__ import annotations
@@ -27,20 +30,21 @@ from bench.common import tool
 FILL = """
 CREATE TABLE events (id bigserial PRIMARY KEY, kind text, payload text, at timestamptz DEFAULT now());
 CREATE INDEX events_kind ON events (kind);
-INSERT INTO events (kind, payload) SELECT 'kind' || (g % 50), repeat(md5(g::text), 8) FROM generate_series(1, 100000) g;
+INSERT INTO events (kind, payload) SELECT 'kind' || (g % 50), repeat(md5(g::text), 8)
+  FROM generate_series(1, 100000 * {scale}) g;
 CREATE TABLE files (id int PRIMARY KEY, data bytea);
 INSERT INTO files SELECT f, decode(string_agg(md5((f * 100000 + g)::text), ''), 'hex')
-  FROM generate_series(1, 20) f, generate_series(1, 31250) g GROUP BY f;
+  FROM generate_series(1, 20 * {scale}) f, generate_series(1, 31250) g GROUP BY f;
 """
 
 
 def main() -> int:
-    with common.bench_server(__doc__, 3) as (args, sharedpg, server, env):
+    with common.bench_server(__doc__, 3, scale=1) as (args, sharedpg, server, env):
         password, installation = server.password, server.installation
         with psycopg.connect(server.conninfo(), password=password, autocommit=True) as conn:
             conn.execute("CREATE DATABASE old_app")
         with psycopg.connect(server.conninfo(dbname="old_app"), password=password, autocommit=True) as conn:
-            conn.execute(FILL)
+            conn.execute(FILL.format(scale=args.scale).encode())
             size = conn.execute("SELECT pg_database_size('old_app')").fetchone()[0]  # type: ignore[index]
         source = server.conninfo(dbname="old_app")
         pg_dump, pg_restore = tool("pg_dump", server.bindir), tool("pg_restore", server.bindir)

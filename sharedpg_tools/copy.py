@@ -10,11 +10,12 @@ sequence's last value are compared, as the tenant.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -120,17 +121,15 @@ def stream(dump: list[str], restore: list[str], dump_env: dict[str, str], restor
     assert dumper.stdout is not None and restorer.stdin is not None
     copied, reported, restore_quit = 0, time.monotonic(), False
     try:
-        while chunk := dumper.stdout.read(_CHUNK):
-            try:
-                restorer.stdin.write(chunk)
-            except BrokenPipeError:  # pg_restore stopped reading: it failed, and its stderr says why
-                restore_quit = True
-                dumper.kill()
-                break
-            copied += len(chunk)
-            if time.monotonic() - reported >= 2.0:
-                progress(copied)
-                reported = time.monotonic()
+        try:
+            for moved in _relay(dumper.stdout.fileno(), restorer.stdin.fileno()):
+                copied += moved
+                if time.monotonic() - reported >= 2.0:
+                    progress(copied)
+                    reported = time.monotonic()
+        except BrokenPipeError:  # pg_restore stopped reading: it failed, and its stderr says why
+            restore_quit = True
+            dumper.kill()
         with contextlib.suppress(BrokenPipeError):
             restorer.stdin.close()
         dump_err = dumper.stderr.read().decode(errors="replace") if dumper.stderr else ""
@@ -151,6 +150,29 @@ def stream(dump: list[str], restore: list[str], dump_env: dict[str, str], restor
         raise SharedpgError(f"pg_restore failed ({restorer.returncode}): {_tool_error(restore_err)}",
                             "nothing was committed (single transaction): fix the cause and re-run")  # fmt: skip
     return copied
+
+
+def _relay(source: int, sink: int) -> Iterator[int]:
+    """Move what pg_dump writes into pg_restore, yielding how many bytes each step moved.
+
+    In the kernel (``splice``, pipe to pipe) where the platform has it, through a buffer elsewhere; both pipes
+    grown to 1 MiB first, so that neither tool waits on the other for each 64 KiB (a relay that reads a whole
+    chunk before writing it made the pair take turns: 0.8x a bare shell pipe on 500 MB)."""
+    for fd in (source, sink):
+        with contextlib.suppress(OSError, AttributeError):
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _CHUNK)  # Linux only: elsewhere the default size stays
+    splice = getattr(os, "splice", None)
+    while True:
+        if splice is not None:
+            moved = splice(source, sink, _CHUNK)
+        else:
+            data = os.read(source, _CHUNK)
+            view, moved = memoryview(data), len(data)
+            while view:
+                view = view[os.write(sink, view) :]
+        if not moved:
+            return
+        yield moved
 
 
 def _tool_error(text: str) -> str:
