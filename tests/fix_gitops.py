@@ -139,7 +139,9 @@ class Renderer:
             assert yaml.safe_load((chart_dir / "Chart.yaml").read_text())["version"] == str(
                 chart_source["targetRevision"]
             )
-            args = itertools.chain.from_iterable(("-f", str(v)) for v in values)
+            args = [*itertools.chain.from_iterable(("-f", str(v)) for v in values),  # then helm.parameters, as --set
+                    *itertools.chain.from_iterable(("--set", f"{p['name']}={p['value']}")
+                                                   for p in chart_source["helm"].get("parameters", []))]  # fmt: skip
             return _docs(_run(self.helm, "template", chart_source["helm"].get("releaseName", name), chart_dir,
                               "--namespace", namespace, "--kube-version", K8S_VERSION, *args))  # fmt: skip
         source = spec["source"]
@@ -151,11 +153,7 @@ class Renderer:
             for chart in yaml.safe_load((folder / "kustomization.yaml").read_text()).get("helmCharts", []):
                 target = work / "charts" / f"{chart['name']}-{chart['version']}" / chart["name"]
                 shutil.copytree(self.charts / chart["name"], target)
-            patches = source.get("kustomize", {}).get("patches", [])
-            if patches:  # as Argo CD adds an Application's kustomize.patches to the kustomization
-                kustomization = yaml.safe_load((work / "kustomization.yaml").read_text())
-                kustomization["patches"] = [*kustomization.get("patches", []), *patches]
-                (work / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+            self._apply_application_kustomize(work / "kustomization.yaml", source.get("kustomize", {}))
             own = self.platform / f"{name}.platform-values.yaml" if self.platform else None
             if own is not None and own.exists():  # as a platform links its file in: outside the kustomization
                 (work / "platform-values.yaml").unlink()
@@ -168,6 +166,23 @@ class Renderer:
         if "exclude" in directory:
             files = [p for p in files if not fnmatch.fnmatch(p.name, directory["exclude"])]
         return [d for p in files for d in _docs(p.read_text())]
+
+    @staticmethod
+    def _apply_application_kustomize(path: Path, options: dict[str, Any]) -> None:
+        """What an Application's ``kustomize`` options do before Argo CD builds (its ``kustomize edit``):
+        patches and components added, images set (``name=repository:tag`` or ``name=repository@digest``)."""
+        kustomization = yaml.safe_load(path.read_text())
+        kustomization["patches"] = [*kustomization.get("patches", []), *options.get("patches", [])]
+        kustomization["components"] = [*kustomization.get("components", []), *options.get("components", [])]
+        for image in options.get("images", []):
+            name, _, ref = image.partition("=")
+            entry = {"name": name}
+            if "@" in ref:
+                entry["newName"], entry["digest"] = ref.split("@", 1)
+            else:
+                entry["newName"], _, entry["newTag"] = ref.rpartition(":") if ":" in ref else (ref, "", "")
+            kustomization["images"] = [*kustomization.get("images", []), entry]
+        path.write_text(yaml.safe_dump({k: v for k, v in kustomization.items() if v != []}))
 
     def _repo_file(self, path: str) -> Path:
         here = ROOT / path

@@ -188,3 +188,43 @@ def test_the_applicationset_example_renders_the_root(tmp_path: Path) -> None:
     [backstage] = [d for d in docs if d["kind"] == "Application" and d["metadata"]["name"] == "sharedpg-backstage"]
     files = next(s for s in backstage["spec"]["sources"] if "chart" in s)["helm"]["valueFiles"]
     assert files == ["$values/K8s/backstage/backstage/values.yaml", "$values/k8s-snippets/apps/backstage/values.yaml"]
+
+
+def sharedpg_containers(tree: Tree) -> list[tuple[str, str, str]]:
+    """(app, container, image) of every container of every pod the tree renders that runs sharedpg."""
+    found = []
+    for placed in tree.objects:
+        spec = placed.obj.get("spec", {})
+        if placed.kind == "CronJob":
+            spec = spec["jobTemplate"]["spec"]
+        pod = spec.get("template", {}).get("spec", {}) if isinstance(spec, dict) else {}
+        for container in [*pod.get("initContainers", []), *pod.get("containers", [])]:
+            if "sharedpg" in container.get("image", ""):
+                found.append((placed.app, container["name"], container["image"]))
+    return found
+
+
+@pytest.mark.parametrize(("sets", "expected"), [
+    (["image.repository=registry.example.org/platform/sharedpg", "image.tag=0.2.0"],
+     "registry.example.org/platform/sharedpg:0.2.0"),
+    (["image.repository=registry.example.org/sharedpg", "image.digest=sha256:" + "ab" * 32],
+     "registry.example.org/sharedpg@sha256:" + "ab" * 32),
+])  # fmt: skip
+def test_the_image_is_set_in_one_place(tmp_path: Path, sets: list[str], expected: str) -> None:
+    """Changing the root values' image changes every rendered container that runs sharedpg, in every kind of
+    source (charts, kustomizations), and no other."""
+    renderer = Renderer(tmp_path)
+    everything = row_fuses((True, True, True, True))
+    before = sharedpg_containers(renderer.tree(everything))
+    assert {image for _, _, image in before} == {"sharedpg:0.1.0"}
+    apps = {app for app, _, _ in before}
+    assert apps >= {"shared-postgresql", "sharedpg-bootstrap", "sharedpg-monitoring", *ROOT_VALUES["apps"]}, apps
+    after = sharedpg_containers(renderer.tree(everything, "full", *(a for s in sets for a in ("--set", s))))
+    assert [(a, c) for a, c, _ in after] == [(a, c) for a, c, _ in before], "a container appeared or went"
+    assert {image for _, _, image in after} == {expected}
+
+
+def test_a_digest_that_is_not_one_fails_the_render(tmp_path: Path) -> None:
+    with pytest.raises(AssertionError, match=r"image\.digest \"latest\""):
+        Renderer(tmp_path).root(row_fuses((True, False, False, False)), "full", SNIPPETS / "root", "--set",
+                                "image.digest=latest")  # fmt: skip

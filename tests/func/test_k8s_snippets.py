@@ -109,7 +109,8 @@ def test_core_objects_validate_against_kubernetes_schemas() -> None:
     for path, doc in objects():
         # ServiceMonitor and PrometheusRule: no CRD schema here; test_monitoring.py checks them (promtool, wiring)
         monitoring = doc["apiVersion"].startswith("monitoring.coreos.com/")
-        if doc["kind"] in CRD_SCHEMAS or doc["kind"] == "Kustomization" or "patch" in path.name or monitoring:
+        kustomize = doc["kind"] in ("Kustomization", "Component")
+        if doc["kind"] in CRD_SCHEMAS or kustomize or "patch" in path.name or monitoring:
             continue
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
         checked += 1

@@ -76,3 +76,21 @@ check they land there), the volume. */}}
       path: /spec/volumeClaimTemplates/0/spec/resources/requests/storage
       value: {{ .storage | quote }}
 {{- end -}}
+
+
+{{/* The sharedpg image reference: repository@digest when a digest is given, else repository:tag. */}}
+{{- define "platform.image" -}}
+{{- if .Values.image.digest -}}
+{{- if not (hasPrefix "sha256:" .Values.image.digest) -}}
+{{- fail (printf "image.digest %q: give it as sha256:<64 hex digits>, or leave it empty to use image.tag" .Values.image.digest) -}}
+{{- end -}}
+{{ .Values.image.repository }}@{{ .Values.image.digest }}
+{{- else -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag }}
+{{- end -}}
+{{- end -}}
+
+{{/* The same, as kustomize.images sets it: the manifests' image name "sharedpg" replaced by it. */}}
+{{- define "platform.kustomizeImage" -}}
+sharedpg={{ include "platform.image" . }}
+{{- end -}}
