@@ -204,6 +204,27 @@ class Renderer:
         return tree
 
 
+def root_helm_args(application: dict[str, Any], workdir: Path) -> list[str]:
+    """The helm arguments Argo CD derives from an Application that renders the root chart: its valuesObject
+    (as a values file) and its parameters (``--set``), with Argo CD's build variables ($ARGOCD_APP_SOURCE_*)
+    replaced by the Application's own source, as Argo CD's repo server does (a stand-in: it runs nowhere
+    here)."""
+    source = application["spec"]["source"]
+    build = {"$ARGOCD_APP_SOURCE_REPO_URL": source["repoURL"], "$ARGOCD_APP_SOURCE_PATH": source["path"],
+             "$ARGOCD_APP_SOURCE_TARGET_REVISION": source["targetRevision"],
+             "$ARGOCD_APP_NAME": application["metadata"]["name"]}  # fmt: skip
+    helm = source.get("helm", {})
+    values = workdir / f"{application['metadata']['name']}-values-object.yaml"
+    values.write_text(yaml.safe_dump(helm.get("valuesObject", {})))
+    args = ["-f", str(values)]
+    for parameter in helm.get("parameters", []):
+        value = str(parameter["value"])
+        for variable, replacement in build.items():
+            value = value.replace(variable, replacement)
+        args += ["--set", f"{parameter['name']}={value}"]
+    return args
+
+
 def row_fuses(row: tuple[bool, ...]) -> dict[str, bool]:
     return dict(zip(STACKS, row, strict=True))
 

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
-from tests.fix_gitops import ROOT_VALUES, SNIPPETS, Renderer, Tree, row_fuses
+from tests.fix_gitops import ROOT_VALUES, SNIPPETS, Renderer, Tree, _docs, root_helm_args, row_fuses
 
 ADOPTING = ROOT / "docs" / "adopting.md"
 OLD = "old-server-from-platform-values"  # where the platform's files still point; must never render
@@ -179,10 +179,8 @@ def test_the_applicationset_example_renders_the_root(tmp_path: Path) -> None:
     application = json.loads(template)
     source = application["spec"]["source"]
     assert source["path"] == "k8s-snippets/root" and source["repoURL"] == ROOT_VALUES["repoURL"]
-    values = tmp_path / "values-object.yaml"
-    values.write_text(yaml.safe_dump(source["helm"]["valuesObject"]))
     renderer = Renderer(tmp_path)
-    docs = renderer.root({}, "full", ROOT / source["path"], "-f", str(values))
+    docs = renderer.root({}, "full", ROOT / source["path"], *root_helm_args(application, tmp_path))
     names = {d["metadata"]["name"] for d in docs if d["kind"] == "Application"}
     assert {"sharedpg-shared-postgresql", "sharedpg-backstage", "sharedpg-sonarqube"} <= names, names
     [backstage] = [d for d in docs if d["kind"] == "Application" and d["metadata"]["name"] == "sharedpg-backstage"]
@@ -228,3 +226,28 @@ def test_a_digest_that_is_not_one_fails_the_render(tmp_path: Path) -> None:
     with pytest.raises(AssertionError, match=r"image\.digest \"latest\""):
         Renderer(tmp_path).root(row_fuses((True, False, False, False)), "full", SNIPPETS / "root", "--set",
                                 "image.digest=latest")  # fmt: skip
+
+
+@pytest.mark.parametrize(("repo", "revision", "path"), [
+    (None, None, None),  # as shipped
+    ("https://git.internal.example/platform/infra.git", "release-7", "platform/gitops/k8s-snippets/root"),
+])  # fmt: skip
+def test_the_repository_is_named_once_in_the_root_application(tmp_path: Path, repo: str | None, revision: str | None,
+                                                               path: str | None) -> None:  # fmt: skip
+    """Every child Application reads the repository, revision and folder the root Application names, whatever
+    the root values say: moving the tree is one edit."""
+    [application] = _docs((SNIPPETS / "argocd" / "root-application.yaml").read_text())
+    source = application["spec"]["source"]
+    source.update({k: v for k, v in (("repoURL", repo), ("targetRevision", revision), ("path", path)) if v})
+    docs = Renderer(tmp_path).root({}, "full", SNIPPETS / "root", *root_helm_args(application, tmp_path))
+    children = [d for d in docs if d["kind"] == "Application"]
+    assert len(children) > 4
+    tree_path = source["path"].rsplit("/", 1)[0]
+    for child in children:
+        ours = [s for s in child["spec"].get("sources", [child["spec"].get("source")]) if "chart" not in s]
+        assert ours, child["metadata"]["name"]
+        for own in ours:
+            assert (own["repoURL"], own["targetRevision"]) == (source["repoURL"], source["targetRevision"])
+            assert "path" not in own or own["path"].startswith(f"{tree_path}/"), own
+        files = [f for s in child["spec"].get("sources", []) for f in s.get("helm", {}).get("valueFiles", [])]
+        assert all(f.startswith(f"$values/{tree_path}/") for f in files), files

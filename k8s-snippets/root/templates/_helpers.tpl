@@ -94,3 +94,10 @@ check they land there), the volume. */}}
 {{- define "platform.kustomizeImage" -}}
 sharedpg={{ include "platform.image" . }}
 {{- end -}}
+
+
+{{/* Where this tree sits in the repository: the parent of the root chart's own path when the root
+Application passes it (rootPath = $ARGOCD_APP_SOURCE_PATH, argocd/root-application.yaml), else path. */}}
+{{- define "platform.path" -}}
+{{- if .Values.rootPath -}}{{ dir .Values.rootPath }}{{- else -}}{{ .Values.path }}{{- end -}}
+{{- end -}}
