@@ -9,6 +9,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -142,3 +143,26 @@ def compare_main(doc: str, commands_for: Callable[[localserver.LocalServer, str]
         )
         compare(commands_for(server, sharedpg), env, args.runs)
     return 0
+
+
+def timed_copies(names: list[str], runs: int, sharedpg: str, server: localserver.LocalServer, env: dict[str, str],
+                 tenant_pw: Path, copy: Callable[[str, str], None]) -> dict[str, list[float]]:  # fmt: skip
+    """Each way of copying, alternated ``runs`` times: a fresh tenant made by ensure-tenant (with the password
+    in ``tenant_pw``), then the wall time of ``copy(name, tenant)``."""
+    walls: dict[str, list[float]] = {name: [] for name in names}
+    for run in range(runs):
+        for n, name in enumerate(names):
+            tenant = f"bench_{run}_{n}"
+            subprocess.run([sharedpg, "ensure-tenant", tenant, "--dsn", server.conninfo(), "--tenant-password-file",
+                            str(tenant_pw)], env=env, check=True, capture_output=True)  # fmt: skip
+            started = time.monotonic()
+            copy(name, tenant)
+            walls[name].append(time.monotonic() - started)
+    return walls
+
+
+def bare_copy(pg_dump: str, pg_restore: str, source: str, target: str, env: dict[str, str], password: str) -> None:
+    """``pg_dump -Fc | pg_restore`` in one shell pipe, the target's password only in pg_restore's environment."""
+    pipeline = (f"{pg_dump} -Fc --no-owner --no-privileges -d '{source}' | PGPASSWORD=\"$TENANT_PW\" {pg_restore} "
+                f"--no-owner --no-privileges --exit-on-error --single-transaction -d '{target}'")  # fmt: skip
+    subprocess.run(["bash", "-o", "pipefail", "-c", pipeline], env={**env, "TENANT_PW": password}, check=True)

@@ -19,7 +19,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import psycopg
@@ -48,29 +47,25 @@ def main() -> int:
             size = conn.execute("SELECT pg_database_size('old_app')").fetchone()[0]  # type: ignore[index]
         source = server.conninfo(dbname="old_app")
         pg_dump, pg_restore = tool("pg_dump", server.bindir), tool("pg_restore", server.bindir)
-        walls: dict[str, list[float]] = {"sharedpg copy-tenant": [], "pg_dump | pg_restore by hand": []}
-        dump_bytes = 0
         tenant_pw = Path(tempfile.mkdtemp()) / "tenant.pw"
         tenant_pw.write_text(secrets.token_urlsafe(18))
-        for run in range(args.runs):
-            for name in walls:
-                tenant = f"bench_{run}_{'s' if name.startswith('sharedpg') else 'h'}"
-                subprocess.run([sharedpg, "ensure-tenant", tenant, "--dsn", server.conninfo(), "--tenant-password-file",
-                                str(tenant_pw)], env=env, check=True, capture_output=True)  # fmt: skip
-                started = time.monotonic()
-                if name.startswith("sharedpg"):  # the restore logs in as the tenant, in both
-                    out = subprocess.run([sharedpg, "copy-tenant", tenant, "--dsn", server.conninfo(), "--output",
-                                          "json", "--tenant-password-file", str(tenant_pw)],
-                                         env={**env, "SHAREDPG_FROM_DSN": f"{source} password={password}"},
-                                         check=True, capture_output=True, text=True).stdout  # fmt: skip
-                    dump_bytes = int(json.loads(out)["bytes"])
-                else:
-                    pipeline = (f"{pg_dump} -Fc --no-owner --no-privileges -d '{source}' | PGPASSWORD=\"$TENANT_PW\" "
-                                f"{pg_restore} --no-owner --no-privileges --exit-on-error --single-transaction "
-                                f"-d '{server.conninfo(tenant, tenant)}'")  # fmt: skip
-                    subprocess.run(["bash", "-o", "pipefail", "-c", pipeline],
-                                   env={**env, "TENANT_PW": tenant_pw.read_text()}, check=True)  # fmt: skip
-                walls[name].append(time.monotonic() - started)
+        dumped: list[int] = []
+
+        def copy(name: str, tenant: str) -> None:
+            if name.startswith("sharedpg"):  # the restore logs in as the tenant, in both
+                out = subprocess.run([sharedpg, "copy-tenant", tenant, "--dsn", server.conninfo(), "--output", "json",
+                                      "--tenant-password-file", str(tenant_pw)],
+                                     env={**env, "SHAREDPG_FROM_DSN": f"{source} password={password}"}, check=True,
+                                     capture_output=True, text=True).stdout  # fmt: skip
+                dumped.append(int(json.loads(out)["bytes"]))
+            else:
+                common.bare_copy(
+                    pg_dump, pg_restore, source, server.conninfo(tenant, tenant), env, tenant_pw.read_text()
+                )
+
+        walls = common.timed_copies(["sharedpg copy-tenant", "pg_dump | pg_restore by hand"], args.runs, sharedpg,
+                                    server, env, tenant_pw, copy)  # fmt: skip
+        dump_bytes = dumped[-1]
         print(f"PostgreSQL {server.major} ({installation.source}); old database {size / 1e6:.0f} MB on disk, "
               f"dump {dump_bytes / 1e6:.1f} MB; median of {args.runs} runs")  # fmt: skip
         print(f"{'copy':<32} {'wall s':>8} {'MB/s':>8} {'wall/by hand':>13}")

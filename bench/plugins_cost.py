@@ -18,7 +18,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import psycopg
@@ -55,33 +54,26 @@ def main() -> int:
                 conn.execute(ddl.encode())
                 size += int(conn.execute("SELECT pg_database_size(current_database())").fetchone()[0])  # type: ignore[index]
         pg_dump, pg_restore = tool("pg_dump", server.bindir), tool("pg_restore", server.bindir)
-        walls: dict[str, list[float]] = {"sharedpg copy-tenant --plugins": [], "pg_dump | pg_restore per plugin": []}
         tenant_pw = Path(tempfile.mkdtemp()) / "tenant.pw"
         tenant_pw.write_text(secrets.token_urlsafe(18))
         source = f"host={server.host} port={server.port} user={server.superuser}"
-        for run in range(args.runs):
-            for name in walls:
-                tenant = f"bench_{run}_{'s' if name.startswith('sharedpg') else 'h'}"
-                subprocess.run([sharedpg, "ensure-tenant", tenant, "--dsn", server.conninfo(), "--tenant-password-file",
-                                str(tenant_pw)], env=env, check=True, capture_output=True)  # fmt: skip
-                started = time.monotonic()
-                if name.startswith("sharedpg"):
-                    subprocess.run([sharedpg, "copy-tenant", tenant, "--plugins", ",".join(PLUGINS), "--dsn",
-                                    server.conninfo(), "--tenant-password-file", str(tenant_pw)],
-                                   env={**env, "SHAREDPG_FROM_DSN": f"{source} password={password}"}, check=True,
-                                   capture_output=True)  # fmt: skip
-                else:  # the floor: each plugin database restored as it is, into a database of its own
-                    for plugin in PLUGINS:
-                        target = f"{tenant}_{plugin}"
-                        with psycopg.connect(server.conninfo(), password=password, autocommit=True) as conn:
-                            conn.execute(f"CREATE DATABASE {target} OWNER {tenant}")
-                        into = server.conninfo(tenant, target)
-                        pipeline = (f"{pg_dump} -Fc --no-owner --no-privileges -d '{source} dbname=backstage_plugin_"
-                                    f"{plugin}' | PGPASSWORD=\"$TENANT_PW\" {pg_restore} --no-owner --no-privileges "
-                                    f"--exit-on-error --single-transaction -d '{into}'")  # fmt: skip
-                        subprocess.run(["bash", "-o", "pipefail", "-c", pipeline],
-                                       env={**env, "TENANT_PW": tenant_pw.read_text()}, check=True)  # fmt: skip
-                walls[name].append(time.monotonic() - started)
+
+        def copy(name: str, tenant: str) -> None:
+            if name.startswith("sharedpg"):
+                subprocess.run([sharedpg, "copy-tenant", tenant, "--plugins", ",".join(PLUGINS), "--dsn",
+                                server.conninfo(), "--tenant-password-file", str(tenant_pw)],
+                               env={**env, "SHAREDPG_FROM_DSN": f"{source} password={password}"}, check=True,
+                               capture_output=True)  # fmt: skip
+                return
+            for plugin in PLUGINS:  # the floor: each plugin database restored as it is, into a database of its own
+                target = f"{tenant}_{plugin}"
+                with psycopg.connect(server.conninfo(), password=password, autocommit=True) as conn:
+                    conn.execute(f"CREATE DATABASE {target} OWNER {tenant}")
+                common.bare_copy(pg_dump, pg_restore, f"{source} dbname=backstage_plugin_{plugin}",
+                                 server.conninfo(tenant, target), env, tenant_pw.read_text())  # fmt: skip
+
+        walls = common.timed_copies(["sharedpg copy-tenant --plugins", "pg_dump | pg_restore per plugin"], args.runs,
+                                    sharedpg, server, env, tenant_pw, copy)  # fmt: skip
         print(f"PostgreSQL {server.major} ({server.installation.source}); four plugin databases, "
               f"{size / 1e6:.0f} MB on disk; median of {args.runs} runs")  # fmt: skip
         print(f"{'copy':<36} {'wall s':>8} {'wall/by hand':>13}")

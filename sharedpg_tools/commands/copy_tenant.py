@@ -124,10 +124,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         raise ConfigError("--clean only makes sense with --into-nonempty: add it, or drop --clean")
     source_params = _source_params(args, ctx)
     target = target_from_args(args, ctx)
-    if not args.tenant_password_file:
-        raise ConfigError("--tenant-password-file is required: the restore logs in as the tenant, never as the admin "
-                          "(the file the tenant's Secret or bootstrap --password-dir holds)")  # fmt: skip
-    tenant_password = read_password_file(args.tenant_password_file, "--tenant-password-file")
+    tenant_password = _tenant_password(args, "the restore")
     log = logs.get_logger(command=NAME, tenant=args.name)
     if args.plugins:
         return _from_plugin_databases(args, role, database, source_params, target, tenant_password, log)
@@ -191,6 +188,14 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     code = ExitCode.NOT_READY if problems else ExitCode.OK
     output.result(args.output, NAME, "mismatch" if problems else "copied", code, result, lines)
     return code
+
+
+def _tenant_password(args: argparse.Namespace, what: str) -> str:
+    """The tenant's password from --tenant-password-file, which every copy needs: ``what`` logs in as it."""
+    if not args.tenant_password_file:
+        raise ConfigError(f"--tenant-password-file is required: {what} logs in as the tenant, never as the admin "
+                          "(the file the tenant's Secret or bootstrap --password-dir holds)")  # fmt: skip
+    return read_password_file(args.tenant_password_file, "--tenant-password-file")
 
 
 def _from_plugin_databases(args: argparse.Namespace, role: str, database: str, source_params: dict[str, str],
@@ -301,10 +306,7 @@ def _from_sqlite(args: argparse.Namespace, ctx: Context, role: str, database: st
     with sqlite_source.snapshot(args.from_sqlite) as src:
         sqlite_apps.check_grafana(src, args.from_sqlite)
         target = target_from_args(args, ctx)
-        if not args.tenant_password_file:
-            raise ConfigError("--tenant-password-file is required: the import logs in as the tenant, never as the "
-                              "admin (the file the tenant's Secret or bootstrap --password-dir holds)")  # fmt: skip
-        tenant_password = read_password_file(args.tenant_password_file, "--tenant-password-file")
+        tenant_password = _tenant_password(args, "the import")
         log = logs.get_logger(command=NAME, tenant=args.name)
         with db.admin(target, args.maintenance_db) as admin:
             _check_tenant(admin, role, database)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
@@ -15,6 +14,7 @@ from psycopg import sql
 
 from tests.conftest import Cli, Result
 from tests.fix_servers import Server, start_local
+from tests.fix_tenant import Tenant, made_tenant
 
 OLD_USER = "bn_backstage"
 # What Backstage's knex migrations leave in each plugin's database (abridged): a migrations table, a lock,
@@ -70,34 +70,12 @@ def old() -> Iterator[OldBackstage]:
     server.local.stop()
 
 
-class Tenant:
-    def __init__(self, pg: Server, name: str, password: str, pwfile: Path):
-        self.pg, self.name, self.password, self.pwfile = pg, name, password, pwfile
-
-    def connect(self) -> psycopg.Connection[Any]:
-        return psycopg.connect(self.pg.conninfo(self.name, self.name), password=self.password, autocommit=True)
-
-    def schemas(self) -> set[str]:
-        with self.connect() as conn:
-            rows = conn.execute("SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%' "
-                                "AND nspname <> 'information_schema'").fetchall()  # fmt: skip
-        return {str(r[0]) for r in rows}
-
-
 @pytest.fixture
 def tenant(cli: Cli, pg: Server, admin: str, tmp_path: Path) -> Iterator[Tenant]:
-    name, password = f"backstage_{secrets.token_hex(3)}", secrets.token_urlsafe(16)
-    pwfile = tmp_path / "tenant.pw"
-    pwfile.write_text(password)
-    cli.secrets.add(password)
-    made = cli("ensure-tenant", name, "--dsn", pg.conninfo(admin), "--tenant-password-file", str(pwfile),
-               env={"PGPASSWORD": pg.password_of(admin)})  # fmt: skip
-    assert made.code == 0, made
-    found = Tenant(pg, name, password, pwfile)
-    with found.connect() as conn:  # the tenant's own public holds something of its own: it must survive
-        conn.execute("CREATE TABLE public.keep_me (id int); INSERT INTO public.keep_me VALUES (42)")
-    yield found
-    pg.drop_tenants([name])
+    with made_tenant(cli, pg, admin, tmp_path, "backstage") as made:
+        with made.connect() as conn:  # the tenant's own public holds something of its own: it must survive
+            conn.execute("CREATE TABLE public.keep_me (id int); INSERT INTO public.keep_me VALUES (42)")
+        yield made
 
 
 STRICTER_ADMIN = pytest.mark.parametrize("admin", ["managed"], indirect=True)

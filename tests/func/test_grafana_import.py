@@ -8,40 +8,24 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import secrets
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
 from tests import fix_grafana
 from tests.conftest import Cli, Result
 from tests.fix_servers import Server
-
-
-class Tenant:
-    def __init__(self, pg: Server, name: str, password: str, pwfile: Path):
-        self.pg, self.name, self.password, self.pwfile = pg, name, password, pwfile
-
-    def connect(self) -> psycopg.Connection[Any]:
-        return psycopg.connect(self.pg.conninfo(self.name, self.name), password=self.password, autocommit=True)
+from tests.fix_tenant import Tenant, made_tenant
 
 
 @pytest.fixture
 def fresh(cli: Cli, pg: Server, admin: str, tmp_path: Path) -> Iterator[Tenant]:
     """A tenant made by ensure-tenant (by either kind of admin) that Grafana has not started on yet."""
-    name, password = f"grafana_{secrets.token_hex(3)}", secrets.token_urlsafe(16)
-    pwfile = tmp_path / "tenant.pw"
-    pwfile.write_text(password)
-    cli.secrets.add(password)
-    made = cli("ensure-tenant", name, "--dsn", pg.conninfo(admin), "--tenant-password-file", str(pwfile),
-               env={"PGPASSWORD": pg.password_of(admin)})  # fmt: skip
-    assert made.code == 0, made
-    yield Tenant(pg, name, password, pwfile)
-    pg.drop_tenants([name])
+    with made_tenant(cli, pg, admin, tmp_path, "grafana") as made:
+        yield made
 
 
 @pytest.fixture
