@@ -12,13 +12,15 @@ bash scripts/k8s-tools.sh    # helm and kubectl for the GitOps tests, from a pin
 
 # Debian packages, by name, where missing and we may (root with apt-get): PostgreSQL 15 for the server
 # matrix; podman and mmdebstrap to build the image for real, runc to run it in containers (tests/fix_image.py);
-# Prometheus and promtool for the alerts and the scrape (tests/func/test_monitoring.py).
+# Prometheus and promtool for the alerts and the scrape (tests/func/test_monitoring.py); pgloader for the
+# Grafana import benchmark that tests/func/test_benchmarks_run.py runs small.
 missing=""
 [ -x /usr/lib/postgresql/15/bin/postgres ] || missing="$missing postgresql-15"
 command -v podman >/dev/null || missing="$missing podman"
 command -v mmdebstrap >/dev/null || missing="$missing mmdebstrap"
 command -v runc >/dev/null || missing="$missing runc"
 command -v promtool >/dev/null || missing="$missing prometheus"
+command -v pgloader >/dev/null || missing="$missing pgloader"
 if [ -n "$missing" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing$missing (Debian) for the tests" >&2
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
