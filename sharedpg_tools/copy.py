@@ -92,18 +92,37 @@ def row_counts(conn: psycopg.Connection[Any], tables: list[tuple[str, str]]) -> 
     return counts
 
 
+def other_sessions(conn: psycopg.Connection[Any]) -> int:
+    """How many other clients are connected to ``conn``'s database (any role: pg_stat_activity shows every
+    session's database to every role, only the query text is kept from others)."""
+    row = conn.execute(
+        "SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE datname = pg_catalog.current_database() "
+        "AND pid <> pg_catalog.pg_backend_pid() AND backend_type = 'client backend'"
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
 def refuse_if_in_use(tdb: psycopg.Connection[Any], database: str, app: str) -> None:
     """Nothing, when no other client is connected to the tenant's database.
 
     :raises PermanentError: naming how many sessions, so the app is stopped before its data is moved.
     """
-    row = tdb.execute(
-        "SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE datname = pg_catalog.current_database() "
-        "AND pid <> pg_catalog.pg_backend_pid() AND backend_type = 'client backend'"
-    ).fetchone()
-    if row and row[0]:
-        raise PermanentError(f"database {database} has {row[0]} other session(s): {app} is still running on it",
+    if n := other_sessions(tdb):
+        raise PermanentError(f"database {database} has {n} other session(s): {app} is still running on it",
                              f"scale {app} to 0 replicas (or stop it) and re-run")  # fmt: skip
+
+
+def refuse_if_source_in_use(src: psycopg.Connection[Any], database: str, allowed: bool) -> None:
+    """Nothing, when no other client is connected to the old database (or ``allowed``): what an app still
+    running writes after the dump began would not reach the shared server.
+
+    :raises PermanentError: naming how many sessions and the two ways on.
+    """
+    if not allowed and (n := other_sessions(src)):
+        raise PermanentError(f"the old database {database} has {n} other session(s): its app may still be writing, "
+                             "and what it writes after the copy begins would be lost",
+                             "stop the app (scale it to 0) and re-run, or add --allow-source-sessions to copy "
+                             "anyway")  # fmt: skip
 
 
 def sequences(conn: psycopg.Connection[Any]) -> dict[str, int | None]:

@@ -3,7 +3,8 @@
 Preflight first, nothing written: both servers reachable, source version <= target's, a pg_dump and
 pg_restore new enough (which, and where, is reported), the tenant exists (run ensure-tenant or
 bootstrap first) and logs in with ``--tenant-password-file``, its database is empty (unless
-``--into-nonempty``), encodings match. Then the copy, then the verification. The source is never modified.
+``--into-nonempty``), encodings match, and no other client is connected to the old database (its app
+stopped; ``--allow-source-sessions`` copies anyway). Then the copy, then the verification. The source is never modified.
 
 Who does what: the admin only reads the maintenance database's catalog (does the tenant exist). The
 restore and the verification run logged in *as the tenant* (``db.tenant``): whatever the old database's
@@ -71,6 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser, environ: Any) -> None:
     opts.add("--into-nonempty", action="store_true", default=False, help="allow a target database with tables")
     opts.add("--clean", action="store_true", default=False, help="with --into-nonempty: drop what the dump recreates")
     opts.add("--dry-run", action="store_true", default=False, help="preflight and list what would be copied")
+    opts.add("--allow-source-sessions", action="store_true", default=False,
+             help="copy even while other clients are connected to the old database (what they write after the "
+             "copy begins is lost)")  # fmt: skip
     opts.add("--maintenance-db", default="postgres", help="where the admin connects first")
     opts.add("--attempt-timeout", type=seconds, default=10.0, metavar="SECONDS",
              help="limit of each connection attempt, to either server (connect_timeout)")  # fmt: skip
@@ -148,6 +152,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
                     "sharedpg never overwrites data silently; add --into-nonempty (and --clean to replace them)"
                 )
             _check_extensions(src, admin, tdb, database)
+            copy.refuse_if_source_in_use(src, str(src.info.dbname), args.allow_source_sessions)
             src_encoding, tgt_encoding = _encoding(src), _encoding(tdb)
             if src_encoding != tgt_encoding:
                 raise PermanentError(f"the source database is {src_encoding}, the tenant's {tgt_encoding}: "
@@ -227,6 +232,7 @@ def _from_plugin_databases(args: argparse.Namespace, role: str, database: str, s
         tools = copy.find_tools(newest // 10000, target_version // 10000)
         for plugin, src in sources.items():
             plugin_copy.check_source(src, plugin)
+            copy.refuse_if_source_in_use(src, plugin.database, args.allow_source_sessions)
             if _encoding(src) != _encoding(tdb):
                 raise PermanentError(f"plugin database {plugin.database} is {_encoding(src)}, the tenant's "
                                      f"{_encoding(tdb)}: recreate the tenant with --encoding to match")  # fmt: skip

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from tests.conftest import Cli, Result
-from tests.fix_legacy import ROWS, Legacy
+from tests.fix_legacy import LEGACY_DB, LEGACY_USER, ROWS, Legacy
 from tests.fix_servers import Server
 
 
@@ -176,3 +176,18 @@ def test_a_source_extension_the_tenant_lacks_is_refused_before_copying(
     with psycopg.connect(pg.conninfo(name, name), password=password) as conn:
         assert conn.execute("SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace").fetchone() \
             == (0,)  # fmt: skip
+
+
+def test_an_old_database_still_in_use_is_refused_unless_allowed(
+    cli: Cli, pg: Server, legacy: Legacy, tenant: tuple[str, str], tmp_path: Path
+) -> None:
+    """The app still connected to its old server could write after the dump began: that would be lost."""
+    name, password = tenant
+    with psycopg.connect(legacy.server.conninfo(LEGACY_USER, LEGACY_DB), password=legacy.password):
+        refused = copy(cli, pg, legacy, tmp_path, name)
+        assert refused.code == 3 and "1 other session" in refused.result()["error"], refused
+        assert "--allow-source-sessions" in refused.result()["hint"]
+        with psycopg.connect(pg.conninfo(name, name), password=password) as conn:
+            assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone() == (0,)
+        allowed = copy(cli, pg, legacy, tmp_path, name, "--allow-source-sessions")
+        assert allowed.code == 0, allowed
