@@ -128,7 +128,7 @@ def plan(src: sqlite3.Connection, tdb: psycopg.Connection[Any], database: str) -
         raise PermanentError(f"the file's Grafana schema differs from the tenant's: {'; '.join(problems[:5])}",
                              "both must come from the same Grafana version; start the tenant with the version "
                              "that wrote the file")  # fmt: skip
-    seeded = {t: _count(tdb, schema, t) for t in tables}
+    seeded = _counts(tdb, schema, tables)
     made = [f"{t} ({n})" for t, n in seeded.items() if n and (t in USER_TABLES or (t in SEEDED_ONE and n > 1))]
     if made:
         raise PermanentError(
@@ -157,7 +157,7 @@ def load(src: sqlite3.Connection, tdb: psycopg.Connection[Any], plan: Plan,
             report.copied[table] = _copy_table(src, tdb, plan.schema, table, columns)
             progress(table, report.copied[table])
         report.sequences = _set_sequences(tdb, plan.schema, list(plan.tables))
-        now = {t: _count(tdb, plan.schema, t) for t in plan.tables}
+        now = _counts(tdb, plan.schema, plan.tables)
         wrong = [f"{t}: {plan.counts[t]} rows in the file, {n} in the tenant"
                  for t, n in now.items() if n != plan.counts[t]]  # fmt: skip
         if wrong:
@@ -232,9 +232,10 @@ def _same_migrations(src: sqlite3.Connection, tdb: psycopg.Connection[Any], sche
     )
 
 
-def _count(tdb: psycopg.Connection[Any], schema: str, table: str) -> int:
-    row = tdb.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table))).fetchone()
-    return int(row[0]) if row else 0
+def _counts(tdb: psycopg.Connection[Any], schema: str, tables: Iterable[str]) -> dict[str, int]:
+    """Each table's exact row count in the tenant, by table name (copy.row_counts keys them schema.table)."""
+    names = list(tables)
+    return dict(zip(names, copy.row_counts(tdb, [(schema, t) for t in names]).values(), strict=True))
 
 
 def _copy_table(src: sqlite3.Connection, tdb: psycopg.Connection[Any], schema: str, table: str,

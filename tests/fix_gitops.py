@@ -204,6 +204,18 @@ class Renderer:
         return tree
 
 
+# The kinds whose objects carry a pod template, and where it is.
+WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob")
+
+
+def pod_template(obj: dict[str, Any]) -> dict[str, Any]:
+    """A workload's pod spec (a CronJob's inside its job template)."""
+    spec = obj["spec"]
+    if obj["kind"] == "CronJob":
+        spec = spec["jobTemplate"]["spec"]
+    return dict(spec["template"]["spec"])
+
+
 def root_helm_args(application: dict[str, Any], workdir: Path) -> list[str]:
     """The helm arguments Argo CD derives from an Application that renders the root chart: its valuesObject
     (as a values file) and its parameters (``--set``), with Argo CD's build variables ($ARGOCD_APP_SOURCE_*)

@@ -230,12 +230,13 @@ def _from_plugin_databases(args: argparse.Namespace, role: str, database: str, s
                 f"{target_version // 10000}: a dump cannot be restored into an older server"
             )
         tools = copy.find_tools(newest // 10000, target_version // 10000)
+        tenant_encoding = _encoding(tdb)
         for plugin, src in sources.items():
             plugin_copy.check_source(src, plugin)
             copy.refuse_if_source_in_use(src, plugin.database, args.allow_source_sessions)
-            if _encoding(src) != _encoding(tdb):
-                raise PermanentError(f"plugin database {plugin.database} is {_encoding(src)}, the tenant's "
-                                     f"{_encoding(tdb)}: recreate the tenant with --encoding to match")  # fmt: skip
+            if (source_encoding := _encoding(src)) != tenant_encoding:
+                raise PermanentError(f"plugin database {plugin.database} is {source_encoding}, the tenant's "
+                                     f"{tenant_encoding}: recreate the tenant with --encoding to match")  # fmt: skip
         report: dict[str, Any] = {}
         if args.dry_run:
             for plugin, src in sources.items():

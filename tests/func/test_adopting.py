@@ -16,7 +16,17 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
-from tests.fix_gitops import ROOT_VALUES, SNIPPETS, Renderer, Tree, _docs, root_helm_args, row_fuses
+from tests.fix_gitops import (
+    ROOT_VALUES,
+    SNIPPETS,
+    WORKLOADS,
+    Renderer,
+    Tree,
+    _docs,
+    pod_template,
+    root_helm_args,
+    row_fuses,
+)
 
 ADOPTING = ROOT / "docs" / "adopting.md"
 OLD = "old-server-from-platform-values"  # where the platform's files still point; must never render
@@ -191,11 +201,8 @@ def test_the_applicationset_example_renders_the_root(tmp_path: Path) -> None:
 def sharedpg_containers(tree: Tree) -> list[tuple[str, str, str]]:
     """(app, container, image) of every container of every pod the tree renders that runs sharedpg."""
     found = []
-    for placed in tree.objects:
-        spec = placed.obj.get("spec", {})
-        if placed.kind == "CronJob":
-            spec = spec["jobTemplate"]["spec"]
-        pod = spec.get("template", {}).get("spec", {}) if isinstance(spec, dict) else {}
+    for placed in (p for p in tree.objects if p.kind in WORKLOADS):
+        pod = pod_template(placed.obj)
         for container in [*pod.get("initContainers", []), *pod.get("containers", [])]:
             if "sharedpg" in container.get("image", ""):
                 found.append((placed.app, container["name"], container["image"]))

@@ -14,7 +14,7 @@ from psycopg import sql
 
 from tests.conftest import Cli, Result
 from tests.fix_servers import Server, start_local
-from tests.fix_tenant import Tenant, made_tenant
+from tests.fix_tenant import STRICTER_ADMIN, Tenant, made_tenant
 
 OLD_USER = "bn_backstage"
 # What Backstage's knex migrations leave in each plugin's database (abridged): a migrations table, a lock,
@@ -76,9 +76,6 @@ def tenant(cli: Cli, pg: Server, admin: str, tmp_path: Path) -> Iterator[Tenant]
         with made.connect() as conn:  # the tenant's own public holds something of its own: it must survive
             conn.execute("CREATE TABLE public.keep_me (id int); INSERT INTO public.keep_me VALUES (42)")
         yield made
-
-
-STRICTER_ADMIN = pytest.mark.parametrize("admin", ["managed"], indirect=True)
 
 
 def run(cli: Cli, old: OldBackstage, tenant: Tenant, tmp_path: Path, plugins: str, *extra: str) -> Result:

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
-from tests.fix_gitops import ROOT_VALUES, SNIPPETS, STACKS, Renderer, Tree, _docs, row_fuses
+from tests.fix_gitops import ROOT_VALUES, SNIPPETS, STACKS, Renderer, Tree, _docs, pod_template, row_fuses
 
 CLUSTER_MEMORY_GI = 12.0  # docs/plan.md, "Capacity notes": "cluster budget about 12 Gi of memory"
 BUDGET = ROOT / "docs" / "budget.md"
@@ -41,13 +41,6 @@ def memory(value: Any) -> float:
         if text.endswith(suffix):
             return float(text[: -len(suffix)]) * factor
     return float(text)
-
-
-def pod_template(obj: dict[str, Any]) -> dict[str, Any]:
-    spec = obj["spec"]
-    if obj["kind"] == "CronJob":
-        spec = spec["jobTemplate"]["spec"]
-    return dict(spec["template"]["spec"])
 
 
 def pod_figures(pod: dict[str, Any]) -> tuple[list[float], list[str]]:

@@ -18,7 +18,7 @@ import pytest
 from tests import fix_grafana
 from tests.conftest import Cli, Result
 from tests.fix_servers import Server
-from tests.fix_tenant import Tenant, made_tenant
+from tests.fix_tenant import STRICTER_ADMIN, Tenant, made_tenant
 
 
 @pytest.fixture
@@ -34,11 +34,6 @@ def tenant(fresh: Tenant) -> Tenant:
     with fresh.connect() as conn:
         fix_grafana.initialise_tenant(conn)
     return fresh
-
-
-# What the tenant's login does cannot depend on which admin made the tenant: the refusals run with the
-# stricter one (CREATEROLE CREATEDB only); the full import runs with both.
-STRICTER_ADMIN = pytest.mark.parametrize("admin", ["managed"], indirect=True)
 
 
 def run(cli: Cli, tenant: Tenant, path: Path, *extra: str) -> Result:
