@@ -27,7 +27,7 @@ STATUSES: dict[str, tuple[str, ...]] = {
     "bootstrap": ("ok", "dry_run", "deploy", "not_needed"),
     "admin-secret": ("created", "kept"),
     "check-pool": ("OK", "WARNING", "CRITICAL", "UNKNOWN"),
-    "copy-tenant": ("copied", "mismatch", "dry_run"),
+    "copy-tenant": ("copied", "mismatch", "dry_run", "already_copied"),
 }
 
 

@@ -242,7 +242,7 @@ def provisioning_lock(conn: psycopg.Connection[Any], target: Target, timeout_s: 
     if dry_run:
         yield
         return
-    _ensure_lock_database(conn)
+    ensure_lock_database(conn)
     with db.admin(target, LOCK_DATABASE) as lock:
         lock.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(f"{int(timeout_s * 1000)}ms")))
         try:
@@ -255,10 +255,11 @@ def provisioning_lock(conn: psycopg.Connection[Any], target: Target, timeout_s: 
         yield  # the lock ends with this connection
 
 
-def _ensure_lock_database(conn: psycopg.Connection[Any]) -> None:
+def ensure_lock_database(conn: psycopg.Connection[Any]) -> None:
     """The lock's database: made once (two first runs may race: the loser finds it made), closed to PUBLIC
     (checked on every run: one that died between the two statements leaves it open), and, when a superuser
-    runs, open to the roles that may provision: CREATEROLE ones, never a tenant."""
+    runs, open to the roles that may provision: CREATEROLE ones, never a tenant, which may also create there
+    (copy-tenant's record of finished copies, ``copy_record``)."""
     name = sql.Identifier(LOCK_DATABASE)
     if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [LOCK_DATABASE]).fetchone() is None:
         with contextlib.suppress(
@@ -270,9 +271,10 @@ def _ensure_lock_database(conn: psycopg.Connection[Any]) -> None:
     if conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone() == (True,):
         for (admin,) in conn.execute(
             "SELECT rolname FROM pg_roles WHERE rolcreaterole AND NOT rolsuper "
-            "AND NOT has_database_privilege(oid, %s, 'CONNECT')", [LOCK_DATABASE]
+            "AND NOT (has_database_privilege(oid, %s, 'CONNECT') AND has_database_privilege(oid, %s, 'CREATE'))",
+            [LOCK_DATABASE, LOCK_DATABASE],
         ).fetchall():  # fmt: skip
-            conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(name, sql.Identifier(admin)))
+            conn.execute(sql.SQL("GRANT CONNECT, CREATE ON DATABASE {} TO {}").format(name, sql.Identifier(admin)))
 
 
 def login_works(target: Target, role: str, password: str, dbname: str) -> bool:

@@ -16,6 +16,11 @@ PGSERVICE, a client certificate) is offered to it, and it may not ask for a clea
 transaction, so nothing is left behind; re-run. After a restore without that guarantee (an earlier
 tool, by hand), ``--into-nonempty --clean`` redoes it over what is there.
 
+``--copy-id ID``: the copy runs once under that id: after it verified, the admin records it in
+``sharedpg_lock`` (``copy_record``: no tenant can connect there, so none can forge or erase the record), and
+a later run with the same id does nothing and exits 0 — the cutover Job re-run by every sync of its
+Application never touches what the app wrote since. A run that failed records nothing.
+
 ``--from-sqlite FILE``: Grafana's SQLite database is imported into a tenant that Grafana of the same
 version initialised (``grafana_import`` has the rules), as the tenant, in one transaction; Dex's and Policy
 Reporter's files are refused with what not moving them costs (``sqlite_apps``). The file is only read.
@@ -31,14 +36,26 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import re
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from sharedpg_tools import copy, db, grafana_import, libpq, logs, output, plugin_copy, sqlite_apps, sqlite_source
+from sharedpg_tools import (
+    copy,
+    copy_record,
+    db,
+    grafana_import,
+    libpq,
+    logs,
+    output,
+    plugin_copy,
+    sqlite_apps,
+    sqlite_source,
+)
 from sharedpg_tools.classify import CLASSES
 from sharedpg_tools.errors import ConfigError, PermanentError, SharedpgError
 from sharedpg_tools.exitcodes import ExitCode
@@ -75,6 +92,9 @@ def add_arguments(parser: argparse.ArgumentParser, environ: Any) -> None:
     opts.add("--allow-source-sessions", action="store_true", default=False,
              help="copy even while other clients are connected to the old database (what they write after the "
              "copy begins is lost)")  # fmt: skip
+    opts.add("--copy-id", metavar="ID", help="copy once under this id: the admin records the finished copy where "
+             "tenants cannot write, and a later run with the same id does nothing and exits 0 (a re-synced cutover "
+             "Job); a run that failed records nothing")  # fmt: skip
     opts.add("--maintenance-db", default="postgres", help="where the admin connects first")
     opts.add("--attempt-timeout", type=seconds, default=10.0, metavar="SECONDS",
              help="limit of each connection attempt, to either server (connect_timeout)")  # fmt: skip
@@ -116,7 +136,48 @@ def _tool_conninfo(conn: psycopg.Connection[Any]) -> str:
     return make_conninfo(**{k: v for k, v in options.items() if k in _TOOL_KEYWORDS})
 
 
+class Outcome(NamedTuple):
+    status: str
+    code: int
+    result: dict[str, Any]
+    lines: list[str]
+
+
 def run(args: argparse.Namespace, ctx: Context) -> int:
+    if args.copy_id is not None and not _COPY_ID.fullmatch(args.copy_id):
+        raise ConfigError(f"--copy-id {args.copy_id!r}: use 1 to 63 letters, digits, '.', '_' or '-', e.g. the "
+                          "cutover's attempt number")  # fmt: skip
+    if args.copy_id and not args.dry_run:
+        target = target_from_args(args, ctx)
+        if (done := copy_record.find(target, args.maintenance_db, args.name)) and done.copy_id == args.copy_id:
+            fields = {"tenant": args.name, "copy_id": done.copy_id, "source": done.source, "tables": done.tables,
+                      "rows": done.rows, "copied_at": done.copied_at}  # fmt: skip
+            output.result(args.output, NAME, "already_copied", ExitCode.OK, fields,
+                          [f"already copied as {done.copy_id} at {done.copied_at} from {done.source} "
+                           f"({done.tables} tables, {done.rows} rows): nothing done; the tenant's data since is the "
+                           "app's"])  # fmt: skip
+            return ExitCode.OK
+    outcome = _copy(args, ctx)
+    if args.copy_id and outcome.status == "copied":
+        source = args.from_sqlite or _where(libpq.parse_conninfo(args.from_dsn), args.plugins)
+        copy_record.save(target_from_args(args, ctx), args.maintenance_db, args.name,
+                         copy_record.Copied(args.copy_id, source, int(outcome.result["tables"]),
+                                            int(outcome.result["rows"]), ""))  # fmt: skip
+        outcome.result["copy_id"] = args.copy_id
+    output.result(args.output, NAME, outcome.status, outcome.code, outcome.result, outcome.lines)
+    return outcome.code
+
+
+_COPY_ID = re.compile(r"[A-Za-z0-9._-]{1,63}")
+
+
+def _where(params: dict[str, str], plugins: str | None) -> str:
+    """The old server as the record names it: host, port and database (or the plugins), never a secret."""
+    where = f"{params.get('host') or params.get('hostaddr')}:{params.get('port', '5432')}"
+    return f"{where} plugins {plugins}" if plugins else f"{where}/{params.get('dbname') or params.get('user', '')}"
+
+
+def _copy(args: argparse.Namespace, ctx: Context) -> Outcome:
     role, database = args.role or args.name, args.database or args.name
     check_name("role", role)
     check_name("database", database)
@@ -170,8 +231,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
             if args.dry_run:
                 result |= {"dry_run": True, "would_copy": counts}
                 lines = [f"would copy {t}: {n} rows" for t, n in counts.items()]
-                output.result(args.output, NAME, "dry_run", ExitCode.OK, result, lines)
-                return ExitCode.OK
+                return Outcome("dry_run", ExitCode.OK, result, lines)
             dump = [tools.pg_dump, "-Fc", "--no-owner", "--no-privileges", "-d", _tool_conninfo(src)]
             restore = [tools.pg_restore, "--no-owner", "--no-privileges", "--exit-on-error", "--single-transaction",
                        "-d", _tool_conninfo(tdb)]  # fmt: skip
@@ -191,8 +251,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     lines = [f"{summary} (pg_dump/pg_restore {tools.major} from {tools.where})"]
     lines += [f"MISMATCH: {p}" for p in problems]
     code = ExitCode.NOT_READY if problems else ExitCode.OK
-    output.result(args.output, NAME, "mismatch" if problems else "copied", code, result, lines)
-    return code
+    return Outcome("mismatch" if problems else "copied", code, result, lines)
 
 
 def _tenant_password(args: argparse.Namespace, what: str) -> str:
@@ -204,7 +263,7 @@ def _tenant_password(args: argparse.Namespace, what: str) -> str:
 
 
 def _from_plugin_databases(args: argparse.Namespace, role: str, database: str, source_params: dict[str, str],
-                           target: Any, tenant_password: str, log: Any) -> int:  # fmt: skip
+                           target: Any, tenant_password: str, log: Any) -> Outcome:  # fmt: skip
     """Backstage's database per plugin on the old server into a schema per plugin in the tenant's database."""
     plugins = plugin_copy.parse(args.plugins, args.plugin_database_prefix, args.schema_prefix)
     if args.into_nonempty or args.clean:
@@ -245,9 +304,7 @@ def _from_plugin_databases(args: argparse.Namespace, role: str, database: str, s
                                      "rows": sum(counts.values())}  # fmt: skip
             lines = [f"would copy {p['database']} into schema {p['schema']}: {p['tables']} tables, {p['rows']} rows"
                      for p in report.values()]  # fmt: skip
-            output.result(args.output, NAME, "dry_run", ExitCode.OK, {"tenant": args.name, "dry_run": True,
-                                                                     "plugins": report}, lines)  # fmt: skip
-            return ExitCode.OK
+            return Outcome("dry_run", ExitCode.OK, {"tenant": args.name, "dry_run": True, "plugins": report}, lines)
         copied, done, problems = 0, [], []
         try:
             for plugin, src in sources.items():
@@ -280,8 +337,7 @@ def _from_plugin_databases(args: argparse.Namespace, role: str, database: str, s
               f"(pg_dump/pg_restore {tools.major} from {tools.where})"]  # fmt: skip
     lines += [f"MISMATCH: {p}" for p in problems]
     code = ExitCode.NOT_READY if problems else ExitCode.OK
-    output.result(args.output, NAME, "mismatch" if problems else "copied", code, result, lines)
-    return code
+    return Outcome("mismatch" if problems else "copied", code, result, lines)
 
 
 def _pipeline(dump: list[str], restore: list[str], source_params: dict[str, str], tenant_password: str,
@@ -308,7 +364,7 @@ def _connect_plugin_database(params: dict[str, str], plugin: plugin_copy.Plugin)
         yield conn
 
 
-def _from_sqlite(args: argparse.Namespace, ctx: Context, role: str, database: str) -> int:
+def _from_sqlite(args: argparse.Namespace, ctx: Context, role: str, database: str) -> Outcome:
     """An app's SQLite file: Grafana's imported into its tenant (``grafana_import``), any other refused."""
     with sqlite_source.snapshot(args.from_sqlite) as src:
         sqlite_apps.check_grafana(src, args.from_sqlite)
@@ -327,8 +383,7 @@ def _from_sqlite(args: argparse.Namespace, ctx: Context, role: str, database: st
                 result |= {"dry_run": True, "would_copy": planned.counts, "would_replace": planned.seeded}
                 lines = [f"would copy {t}: {n} rows" for t, n in planned.counts.items()]
                 lines += [f"would replace what Grafana seeded in {t}: {n} rows" for t, n in planned.seeded.items()]
-                output.result(args.output, NAME, "dry_run", ExitCode.OK, result, lines)
-                return ExitCode.OK
+                return Outcome("dry_run", ExitCode.OK, result, lines)
             report = grafana_import.load(src, tdb, planned, lambda t, n: log.info("copied", table=t, rows=n))
     result |= {"copied": report.copied, "replaced": report.replaced, "sequences": report.sequences,
                "encrypted": report.encrypted, "duration_s": report.duration_s}  # fmt: skip
@@ -346,8 +401,7 @@ def _from_sqlite(args: argparse.Namespace, ctx: Context, role: str, database: st
         )
         log.warning("encrypted values copied", where=where,
                     hint="start Grafana on the tenant with the same [security] secret_key")  # fmt: skip
-    output.result(args.output, NAME, "copied", ExitCode.OK, result, lines)
-    return ExitCode.OK
+    return Outcome("copied", ExitCode.OK, result, lines)
 
 
 def _encoding(conn: psycopg.Connection[Any]) -> str:

@@ -12,6 +12,7 @@ import pytest
 from tests.conftest import Cli, Result
 from tests.fix_legacy import LEGACY_DB, LEGACY_USER, ROWS, Legacy
 from tests.fix_servers import Server
+from tests.fix_tenant import made_tenant
 
 
 @pytest.fixture
@@ -191,3 +192,39 @@ def test_an_old_database_still_in_use_is_refused_unless_allowed(
             assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone() == (0,)
         allowed = copy(cli, pg, legacy, tmp_path, name, "--allow-source-sessions")
         assert allowed.code == 0, allowed
+
+
+def test_a_recorded_copy_runs_once_and_no_tenant_can_forge_its_record(
+    cli: Cli, pg: Server, admin: str, legacy: Legacy, tmp_path: Path
+) -> None:
+    """--copy-id, as the cutover Job runs it on every sync: the first run copies and records; a re-run with the
+    same id leaves what the app wrote since; the record is where the tenant's login cannot reach. Both admin
+    kinds: the managed one records in a database a superuser may have made first."""
+    pw = tmp_path / "legacy.pw"
+    pw.write_text(legacy.password)
+    cli.secrets.add(legacy.password)
+    with made_tenant(cli, pg, admin, tmp_path, "once") as made:
+
+        def run(copy_id: str) -> Result:
+            return cli("copy-tenant", made.name, "--from-dsn", legacy.dsn, "--from-password-file", str(pw), "--dsn",
+                       pg.conninfo(admin), "--tenant-password-file", str(made.pwfile), "--output", "json",
+                       "--copy-id", copy_id, env={"PGPASSWORD": pg.password_of(admin)}, timeout=300)  # fmt: skip
+
+        first = run("1")
+        assert first.code == 0 and first.result()["copy_id"] == "1", first
+        with made.connect() as conn:
+            conn.execute("INSERT INTO customers (name) VALUES ('written by the app on the shared server')")
+        again = run("1")
+        assert again.code == 0 and again.result()["status"] == "already_copied", again
+        assert again.result()["rows"] == ROWS and legacy.password not in again.stdout
+        with made.connect() as conn:
+            assert conn.execute("SELECT count(*) FROM customers").fetchone() == (2001,), "the app's row is kept"
+        with pytest.raises(psycopg.OperationalError, match="permission denied"):
+            psycopg.connect(pg.conninfo(made.name, "sharedpg_lock"), password=made.password)  # nowhere to forge
+        other = run("2")  # a new id never overwrites either, and is not recorded
+        assert other.code == 3 and "never overwrites data silently" in other.stderr, other
+        with pg.connect(dbname="sharedpg_lock") as conn:
+            recorded = conn.execute("SELECT copy_id FROM sharedpg.copies WHERE tenant = %s", [made.name]).fetchall()
+        assert recorded == [("1",)]
+        bad = run("one two")
+        assert bad.code == 2 and "--copy-id" in bad.stderr and "Traceback" not in bad.stderr, bad

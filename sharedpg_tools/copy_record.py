@@ -1,0 +1,81 @@
+"""Where copy-tenant records a finished copy, so a re-run of the same cutover does nothing (``--copy-id``).
+
+The record lives in a table of ``sharedpg_lock``, the database the provisioners' lock lives in: PUBLIC
+cannot connect there (``tenant.ensure_lock_database`` checks it on every run), so a tenant can neither write
+a record that makes the copy skip its data nor delete one to make a finished copy run again. Only the
+admin reads and writes it. A copy is recorded after its verification passed; a run that failed records
+nothing, and its retry copies again (into a tenant the failed run left as it found it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+from sharedpg_tools import db, tenant
+from sharedpg_tools.errors import PermanentError
+from sharedpg_tools.settings import Target
+
+SCHEMA, TABLE = "sharedpg", "copies"
+_CREATE = f"""CREATE TABLE IF NOT EXISTS {SCHEMA}.{TABLE} (
+    tenant text PRIMARY KEY, copy_id text NOT NULL, source text NOT NULL, tables integer NOT NULL,
+    rows bigint NOT NULL, copied_at timestamptz NOT NULL DEFAULT now())"""
+# A superuser that made the table lets the CREATEROLE admins record there too (they may connect and create
+# in sharedpg_lock: tenant.ensure_lock_database), as a managed admin's run may follow.
+_SHARE = f"""DO $$ DECLARE r text; BEGIN
+  FOR r IN SELECT quote_ident(rolname) FROM pg_roles WHERE rolcreaterole AND NOT rolsuper LOOP
+    EXECUTE 'GRANT USAGE ON SCHEMA {SCHEMA} TO ' || r;
+    EXECUTE 'GRANT SELECT, INSERT, UPDATE ON {SCHEMA}.{TABLE} TO ' || r;
+  END LOOP; END $$"""
+
+
+@dataclass(frozen=True)
+class Copied:
+    copy_id: str
+    source: str
+    tables: int
+    rows: int
+    copied_at: str
+
+
+@contextmanager
+def _open(target: Target, maintenance_db: str) -> Iterator[psycopg.Connection[Any]]:
+    with db.admin(target, maintenance_db) as admin:
+        tenant.ensure_lock_database(admin)
+    with db.admin(target, tenant.LOCK_DATABASE) as conn:
+        try:
+            if conn.execute("SELECT to_regclass(%s)", [f"{SCHEMA}.{TABLE}"]).fetchone() == (None,):
+                # (IF NOT EXISTS alone would still need CREATE on a schema another admin made)
+                conn.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+                conn.execute(_CREATE)
+            if conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone() == (True,):
+                conn.execute(_SHARE)
+            yield conn
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise PermanentError(
+                f"the admin may not record copies in database {tenant.LOCK_DATABASE} ({exc.diag.message_primary})",
+                "run one copy-tenant --copy-id or bootstrap as a superuser there first (it shares the record with "
+                "the CREATEROLE admins), or copy without --copy-id",
+            ) from None
+
+
+def find(target: Target, maintenance_db: str, name: str) -> Copied | None:
+    """The copy recorded for tenant ``name``, if any."""
+    with _open(target, maintenance_db) as conn:
+        row = conn.execute(f"SELECT copy_id, source, tables, rows, copied_at::text FROM {SCHEMA}.{TABLE} "
+                           "WHERE tenant = %s", [name]).fetchone()  # fmt: skip
+    return Copied(*row) if row else None
+
+
+def save(target: Target, maintenance_db: str, name: str, copied: Copied) -> None:
+    with _open(target, maintenance_db) as conn:
+        conn.execute(
+            f"INSERT INTO {SCHEMA}.{TABLE} (tenant, copy_id, source, tables, rows) VALUES (%s, %s, %s, %s, %s) "
+            "ON CONFLICT (tenant) DO UPDATE SET copy_id = excluded.copy_id, source = excluded.source, "
+            "tables = excluded.tables, rows = excluded.rows, copied_at = now()",
+            [name, copied.copy_id, copied.source, copied.tables, copied.rows],
+        )
