@@ -107,12 +107,10 @@ class Renderer:
         self.charts = workdir / "charts"
         shutil.copytree(CHARTS, self.charts)
         # Backstage's dependencies, assembled as `helm dependency build` would (no repository here): common
-        # in, the postgresql subchart out (the shared database replaces it; postgresql.enabled is false).
+        # in, and for its bundled PostgreSQL (which a cutover's old server is) the stand-in below.
         backstage = self.charts / "backstage"
         shutil.copytree(self.charts / "common", backstage / "charts" / "common")
-        chart = yaml.safe_load((backstage / "Chart.yaml").read_text())
-        chart["dependencies"] = [d for d in chart["dependencies"] if d["name"] != "postgresql"]
-        (backstage / "Chart.yaml").write_text(yaml.safe_dump(chart))
+        _write_postgresql_standin(backstage / "charts" / "postgresql")
         (backstage / "Chart.lock").unlink(missing_ok=True)
         self.cache: dict[str, list[dict[str, Any]]] = {}
 
@@ -139,6 +137,7 @@ class Renderer:
             assert yaml.safe_load((chart_dir / "Chart.yaml").read_text())["version"] == str(
                 chart_source["targetRevision"]
             )
+            values += self._values_object(chart_source["helm"], name)  # after the files, as Argo CD orders them
             args = [*itertools.chain.from_iterable(("-f", str(v)) for v in values),  # then helm.parameters, as --set
                     *itertools.chain.from_iterable(("--set", f"{p['name']}={p['value']}")
                                                    for p in chart_source["helm"].get("parameters", []))]  # fmt: skip
@@ -146,6 +145,11 @@ class Renderer:
                               "--namespace", namespace, "--kube-version", K8S_VERSION, *args))  # fmt: skip
         source = spec["source"]
         folder = ROOT / source["path"]
+        if (folder / "Chart.yaml").exists():  # a chart of this repository (cutover/), its values from the root
+            values = self._values_object(source.get("helm", {}), name)
+            return _docs(_run(self.helm, "template", source["helm"].get("releaseName", name), folder, "--namespace",
+                              namespace, "--kube-version", K8S_VERSION, *itertools.chain.from_iterable(
+                                  ("-f", str(v)) for v in values)))  # fmt: skip
         if (folder / "kustomization.yaml").exists():
             work = self.workdir / f"kustomize-{name}"
             shutil.rmtree(work, ignore_errors=True)
@@ -166,6 +170,14 @@ class Renderer:
         if "exclude" in directory:
             files = [p for p in files if not fnmatch.fnmatch(p.name, directory["exclude"])]
         return [d for p in files for d in _docs(p.read_text())]
+
+    def _values_object(self, helm: dict[str, Any], name: str) -> list[Path]:
+        """An Application's ``helm.valuesObject`` as one more values file (none when it has none)."""
+        if "valuesObject" not in helm:
+            return []
+        path = self.workdir / f"{name}-values-object.yaml"
+        path.write_text(yaml.safe_dump(helm["valuesObject"]))
+        return [path]
 
     @staticmethod
     def _apply_application_kustomize(path: Path, options: dict[str, Any]) -> None:
@@ -202,6 +214,68 @@ class Renderer:
                 namespace = child["metadata"].get("namespace", obj["spec"]["destination"]["namespace"])
                 tree.objects.append(Placed(child, obj["metadata"]["name"], (wave, phase, inner), namespace))
         return tree
+
+
+POSTGRESQL_STANDIN = {
+    "Chart.yaml": "apiVersion: v2\nname: postgresql\nversion: 12.10.0\n",
+    "values.yaml": 'auth:\n  username: ""\n  existingSecret: ""\nprimary:\n  persistence:\n    size: 8Gi\n',
+    "templates/server.yaml": """{{- $name := printf "%s-postgresql" .Release.Name }}
+apiVersion: v1
+kind: Secret
+metadata:
+  name: {{ $name }}
+type: Opaque
+data:
+  postgres-password: {{ "stand-in" | b64enc }}
+  {{- if .Values.auth.username }}
+  password: {{ "stand-in" | b64enc }}
+  {{- end }}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: {{ $name }}
+spec:
+  ports: [{name: tcp-postgresql, port: 5432, targetPort: tcp-postgresql}]
+  selector: {app.kubernetes.io/name: postgresql, app.kubernetes.io/instance: {{ .Release.Name }}}
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata:
+  name: {{ $name }}
+spec:
+  replicas: 1
+  serviceName: {{ $name }}-hl
+  selector:
+    matchLabels: {app.kubernetes.io/name: postgresql, app.kubernetes.io/instance: {{ .Release.Name }}}
+  template:
+    metadata:
+      labels: {app.kubernetes.io/name: postgresql, app.kubernetes.io/instance: {{ .Release.Name }}}
+    spec:
+      containers:
+        - name: postgresql
+          image: docker.io/bitnamilegacy/postgresql:15.4.0
+          ports: [{name: tcp-postgresql, containerPort: 5432}]
+          env:
+            - name: POSTGRES_PASSWORD
+              valueFrom: {secretKeyRef: {name: {{ $name }}, key: postgres-password}}
+  volumeClaimTemplates:
+    - metadata: {name: data}
+      spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: {{ .Values.primary.persistence.size }}}}}
+""",
+}
+
+
+def _write_postgresql_standin(folder: Path) -> None:
+    """A stand-in for bitnami's postgresql chart 12.10.0, Backstage's bundled PostgreSQL, which cannot be fetched
+    here (no chart repository is reachable; the subchart is not vendored). It makes what the real one makes
+    under the names the real one gives them and that a cutover relies on: the Service and the Secret
+    ``<release>-postgresql`` (keys ``postgres-password``, and ``password`` for ``auth.username``: the real
+    chart's templates/secrets.yaml without ``auth.existingSecret``), and the StatefulSet with its volume
+    claim template ``data`` (templates/primary/statefulset.yaml); nothing else of it is modelled."""
+    for relative, text in POSTGRESQL_STANDIN.items():
+        (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+        (folder / relative).write_text(text)
 
 
 # The kinds whose objects carry a pod template, and where it is.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
@@ -50,3 +50,40 @@ def legacy() -> Iterator[Legacy]:
     server = start_local(15)
     yield Legacy(server)
     server.local.stop()
+
+
+def sonar_db(legacy: Legacy, password: str) -> Callable[[], None]:
+    """The old SonarQube server's database as the chart's bundled PostgreSQL named it; returns its cleanup."""
+    legacy.server.admin_sql(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier("sonarUser"),
+                                                                            sql.Literal(password)))  # fmt: skip
+    legacy.server.admin_sql('CREATE DATABASE "sonarDB" OWNER "sonarUser"')
+    with psycopg.connect(legacy.server.conninfo("sonarUser", "sonarDB"), password=password) as conn:
+        conn.execute("CREATE TABLE projects AS SELECT g AS id, 'p' || g AS kee FROM generate_series(1, 300) g")
+
+    def drop() -> None:
+        legacy.server.admin_sql('DROP DATABASE IF EXISTS "sonarDB" WITH (FORCE)')
+        legacy.server.admin_sql('DROP ROLE IF EXISTS "sonarUser"')
+
+    return drop
+
+
+def backstage_dbs(legacy: Legacy, password: str) -> Callable[[], None]:
+    """The old Backstage server's databases, one per plugin as its default database mode makes them."""
+    legacy.server.admin_sql(
+        sql.SQL("CREATE ROLE bn_backstage LOGIN CREATEDB PASSWORD {}").format(sql.Literal(password))
+    )
+    plugins = ("catalog", "auth", "scaffolder", "search")
+    for plugin in plugins:
+        legacy.server.admin_sql(f"CREATE DATABASE backstage_plugin_{plugin} OWNER bn_backstage")
+        with psycopg.connect(legacy.server.conninfo("bn_backstage", f"backstage_plugin_{plugin}"),
+                             password=password) as conn:  # fmt: skip
+            conn.execute("CREATE TABLE knex_migrations (id serial PRIMARY KEY, name text)")
+            conn.execute(f"CREATE TABLE {'tasks' if plugin == 'scaffolder' else 'things'} AS SELECT g AS id "
+                         "FROM generate_series(1, 3) g")  # fmt: skip
+
+    def drop() -> None:
+        for plugin in plugins:
+            legacy.server.admin_sql(f"DROP DATABASE IF EXISTS backstage_plugin_{plugin} WITH (FORCE)")
+        legacy.server.admin_sql("DROP ROLE IF EXISTS bn_backstage")
+
+    return drop

@@ -141,12 +141,14 @@ class Outcome(NamedTuple):
     code: int
     result: dict[str, Any]
     lines: list[str]
+    fingerprint: dict[str, dict[str, int | None]] | None = None  # with --copy-id: the tenant after the copy
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
     if args.copy_id is not None and not _COPY_ID.fullmatch(args.copy_id):
         raise ConfigError(f"--copy-id {args.copy_id!r}: use 1 to 63 letters, digits, '.', '_' or '-', e.g. the "
                           "cutover's attempt number")  # fmt: skip
+    done = None
     if args.copy_id and not args.dry_run:
         target = target_from_args(args, ctx)
         if (done := copy_record.find(target, args.maintenance_db, args.name)) and done.copy_id == args.copy_id:
@@ -157,13 +159,16 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
                            f"({done.tables} tables, {done.rows} rows): nothing done; the tenant's data since is the "
                            "app's"])  # fmt: skip
             return ExitCode.OK
-    outcome = _copy(args, ctx)
-    if args.copy_id and outcome.status == "copied":
+    outcome = _copy(args, ctx, done)
+    if args.copy_id and outcome.status == "copied" and outcome.fingerprint is not None:
         source = args.from_sqlite or _where(libpq.parse_conninfo(args.from_dsn), args.plugins)
         copy_record.save(target_from_args(args, ctx), args.maintenance_db, args.name,
                          copy_record.Copied(args.copy_id, source, int(outcome.result["tables"]),
-                                            int(outcome.result["rows"]), ""))  # fmt: skip
+                                            int(outcome.result["rows"]), outcome.fingerprint, ""))  # fmt: skip
         outcome.result["copy_id"] = args.copy_id
+        if done is not None:
+            outcome.result["replaced_copy"] = done.copy_id
+            outcome.lines.insert(0, f"replaced copy {done.copy_id} of {done.copied_at}, which nobody had changed")
     output.result(args.output, NAME, outcome.status, outcome.code, outcome.result, outcome.lines)
     return outcome.code
 
@@ -177,7 +182,8 @@ def _where(params: dict[str, str], plugins: str | None) -> str:
     return f"{where} plugins {plugins}" if plugins else f"{where}/{params.get('dbname') or params.get('user', '')}"
 
 
-def _copy(args: argparse.Namespace, ctx: Context) -> Outcome:
+def _copy(args: argparse.Namespace, ctx: Context, replacing: copy_record.Copied | None) -> Outcome:
+    """The copy; ``replacing``: a copy recorded under another --copy-id, replaced if the tenant still holds it."""
     role, database = args.role or args.name, args.database or args.name
     check_name("role", role)
     check_name("database", database)
@@ -192,7 +198,7 @@ def _copy(args: argparse.Namespace, ctx: Context) -> Outcome:
     tenant_password = _tenant_password(args, "the restore")
     log = logs.get_logger(command=NAME, tenant=args.name)
     if args.plugins:
-        return _from_plugin_databases(args, role, database, source_params, target, tenant_password, log)
+        return _from_plugin_databases(args, role, database, source_params, target, tenant_password, log, replacing)
     started = time.monotonic()
     with _connect_source(source_params) as src, db.admin(target, args.maintenance_db) as admin:
         src_major, tgt_major = src.info.server_version // 10000, admin.info.server_version // 10000
@@ -207,7 +213,9 @@ def _copy(args: argparse.Namespace, ctx: Context) -> Outcome:
         tenant_params = target.params(user=role, password=tenant_password, dbname=database)
         with _connect_tenant(tenant_params) as tdb:
             existing = copy.user_tables(tdb)
-            if existing and not args.into_nonempty:
+            if existing and replacing is not None:
+                copy_record.check_unchanged(tdb, replacing, database)
+            elif existing and not args.into_nonempty:
                 raise PermanentError(
                     f"database {database} already has {len(existing)} tables (e.g. {'.'.join(existing[0])}): "
                     "sharedpg never overwrites data silently; add --into-nonempty (and --clean to replace them)"
@@ -232,6 +240,8 @@ def _copy(args: argparse.Namespace, ctx: Context) -> Outcome:
                 result |= {"dry_run": True, "would_copy": counts}
                 lines = [f"would copy {t}: {n} rows" for t, n in counts.items()]
                 return Outcome("dry_run", ExitCode.OK, result, lines)
+            if existing and replacing is not None:
+                copy_record.clear(tdb)
             dump = [tools.pg_dump, "-Fc", "--no-owner", "--no-privileges", "-d", _tool_conninfo(src)]
             restore = [tools.pg_restore, "--no-owner", "--no-privileges", "--exit-on-error", "--single-transaction",
                        "-d", _tool_conninfo(tdb)]  # fmt: skip
@@ -243,6 +253,7 @@ def _copy(args: argparse.Namespace, ctx: Context) -> Outcome:
             )  # fmt: skip
             problems = _verify(src, tdb, tables, counts, role,
                                lambda: _connect_tenant(tenant_params, own_search_path=True))  # fmt: skip
+            after = copy_record.fingerprint(tdb) if args.copy_id else None
     duration = time.monotonic() - started
     result |= {"bytes": copied, "duration_s": round(duration, 3), "mismatches": problems}
     for problem in problems:
@@ -251,7 +262,7 @@ def _copy(args: argparse.Namespace, ctx: Context) -> Outcome:
     lines = [f"{summary} (pg_dump/pg_restore {tools.major} from {tools.where})"]
     lines += [f"MISMATCH: {p}" for p in problems]
     code = ExitCode.NOT_READY if problems else ExitCode.OK
-    return Outcome("mismatch" if problems else "copied", code, result, lines)
+    return Outcome("mismatch" if problems else "copied", code, result, lines, after)
 
 
 def _tenant_password(args: argparse.Namespace, what: str) -> str:
@@ -263,7 +274,8 @@ def _tenant_password(args: argparse.Namespace, what: str) -> str:
 
 
 def _from_plugin_databases(args: argparse.Namespace, role: str, database: str, source_params: dict[str, str],
-                           target: Any, tenant_password: str, log: Any) -> Outcome:  # fmt: skip
+                           target: Any, tenant_password: str, log: Any,
+                           replacing: copy_record.Copied | None) -> Outcome:  # fmt: skip
     """Backstage's database per plugin on the old server into a schema per plugin in the tenant's database."""
     plugins = plugin_copy.parse(args.plugins, args.plugin_database_prefix, args.schema_prefix)
     if args.into_nonempty or args.clean:
@@ -280,7 +292,11 @@ def _from_plugin_databases(args: argparse.Namespace, role: str, database: str, s
         if plugin_copy.repair(tdb):
             log.warning("repaired", detail=f"an interrupted run had left public as {plugin_copy.HELD}: put back")
         copy.refuse_if_in_use(tdb, database, "Backstage")
-        plugin_copy.check_targets(tdb, plugins, database)
+        held = replacing is not None and bool(copy.user_tables(tdb))
+        if replacing is not None and held:
+            copy_record.check_unchanged(tdb, replacing, database)
+        else:
+            plugin_copy.check_targets(tdb, plugins, database)
         sources = {p: stack.enter_context(_connect_plugin_database(source_params, p)) for p in plugins}
         newest = max(src.info.server_version for src in sources.values())
         if newest > target_version:
@@ -305,6 +321,8 @@ def _from_plugin_databases(args: argparse.Namespace, role: str, database: str, s
             lines = [f"would copy {p['database']} into schema {p['schema']}: {p['tables']} tables, {p['rows']} rows"
                      for p in report.values()]  # fmt: skip
             return Outcome("dry_run", ExitCode.OK, {"tenant": args.name, "dry_run": True, "plugins": report}, lines)
+        if held:
+            copy_record.clear(tdb)
         copied, done, problems = 0, [], []
         try:
             for plugin, src in sources.items():
@@ -322,6 +340,7 @@ def _from_plugin_databases(args: argparse.Namespace, role: str, database: str, s
                     report[plugin.id] = {"database": plugin.database, "schema": plugin.schema, "tables": tables,
                                          "rows": rows}  # fmt: skip
                     problems += found
+            after = copy_record.fingerprint(tdb) if args.copy_id else None
         except BaseException:
             plugin_copy.drop(tdb, done)
             raise
@@ -337,7 +356,7 @@ def _from_plugin_databases(args: argparse.Namespace, role: str, database: str, s
               f"(pg_dump/pg_restore {tools.major} from {tools.where})"]  # fmt: skip
     lines += [f"MISMATCH: {p}" for p in problems]
     code = ExitCode.NOT_READY if problems else ExitCode.OK
-    return Outcome("mismatch" if problems else "copied", code, result, lines)
+    return Outcome("mismatch" if problems else "copied", code, result, lines, after)
 
 
 def _pipeline(dump: list[str], restore: list[str], source_params: dict[str, str], tenant_password: str,
@@ -385,6 +404,7 @@ def _from_sqlite(args: argparse.Namespace, ctx: Context, role: str, database: st
                 lines += [f"would replace what Grafana seeded in {t}: {n} rows" for t, n in planned.seeded.items()]
                 return Outcome("dry_run", ExitCode.OK, result, lines)
             report = grafana_import.load(src, tdb, planned, lambda t, n: log.info("copied", table=t, rows=n))
+            after = copy_record.fingerprint(tdb) if args.copy_id else None
     result |= {"copied": report.copied, "replaced": report.replaced, "sequences": report.sequences,
                "encrypted": report.encrypted, "duration_s": report.duration_s}  # fmt: skip
     lines = [f"imported Grafana's SQLite into {database}: {len(report.copied)} tables, {result['rows']} rows, "
@@ -401,7 +421,7 @@ def _from_sqlite(args: argparse.Namespace, ctx: Context, role: str, database: st
         )
         log.warning("encrypted values copied", where=where,
                     hint="start Grafana on the tenant with the same [security] secret_key")  # fmt: skip
-    return Outcome("copied", ExitCode.OK, result, lines)
+    return Outcome("copied", ExitCode.OK, result, lines, after)
 
 
 def _encoding(conn: psycopg.Connection[Any]) -> str:

@@ -198,8 +198,9 @@ def test_a_recorded_copy_runs_once_and_no_tenant_can_forge_its_record(
     cli: Cli, pg: Server, admin: str, legacy: Legacy, tmp_path: Path
 ) -> None:
     """--copy-id, as the cutover Job runs it on every sync: the first run copies and records; a re-run with the
-    same id leaves what the app wrote since; the record is where the tenant's login cannot reach. Both admin
-    kinds: the managed one records in a database a superuser may have made first."""
+    same id does nothing; a new id replaces a copy nobody has touched, never one the app wrote to; the record
+    is where the tenant's login cannot reach. Both admin kinds: the managed one records in a database a
+    superuser may have made first."""
     pw = tmp_path / "legacy.pw"
     pw.write_text(legacy.password)
     cli.secrets.add(legacy.password)
@@ -212,19 +213,24 @@ def test_a_recorded_copy_runs_once_and_no_tenant_can_forge_its_record(
 
         first = run("1")
         assert first.code == 0 and first.result()["copy_id"] == "1", first
-        with made.connect() as conn:
-            conn.execute("INSERT INTO customers (name) VALUES ('written by the app on the shared server')")
-        again = run("1")
+        again = run("1")  # the next sync
         assert again.code == 0 and again.result()["status"] == "already_copied", again
         assert again.result()["rows"] == ROWS and legacy.password not in again.stdout
+        redone = run("2")  # a new attempt (after going back to the old server): nobody used copy 1, so replaced
+        assert redone.code == 0 and redone.result()["replaced_copy"] == "1", redone
         with made.connect() as conn:
-            assert conn.execute("SELECT count(*) FROM customers").fetchone() == (2001,), "the app's row is kept"
+            assert conn.execute("SELECT count(*) FROM customers").fetchone() == (2000,)
+            conn.execute("INSERT INTO customers (name) VALUES ('written by the app on the shared server')")
+            conn.execute("DELETE FROM customers WHERE name = 'written by the app on the shared server'")
+        refused = run("3")  # the same count again, but the app's sequence moved: its data is never replaced
+        assert refused.code == 3 and "changed since copy 2" in refused.stderr, refused
+        assert "public.customers_id_seq: 2000 -> 2001" in refused.stderr, refused
+        with made.connect() as conn:
+            assert conn.execute("SELECT max(id) FROM customers").fetchone() == (2000,), "the tenant is as it was"
         with pytest.raises(psycopg.OperationalError, match="permission denied"):
             psycopg.connect(pg.conninfo(made.name, "sharedpg_lock"), password=made.password)  # nowhere to forge
-        other = run("2")  # a new id never overwrites either, and is not recorded
-        assert other.code == 3 and "never overwrites data silently" in other.stderr, other
         with pg.connect(dbname="sharedpg_lock") as conn:
             recorded = conn.execute("SELECT copy_id FROM sharedpg.copies WHERE tenant = %s", [made.name]).fetchall()
-        assert recorded == [("1",)]
+        assert recorded == [("2",)]
         bad = run("one two")
         assert bad.code == 2 and "--copy-id" in bad.stderr and "Traceback" not in bad.stderr, bad

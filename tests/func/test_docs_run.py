@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +27,12 @@ import psycopg
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
-from psycopg import sql
 
 from sharedpg_tools import spec as spec_module
 from sharedpg_tools.localserver import free_port
 from tests import fix_grafana
 from tests.conftest import ROOT, Cli, Result
-from tests.fix_legacy import Legacy
+from tests.fix_legacy import Legacy, backstage_dbs, sonar_db
 from tests.fix_openbao import OpenBao
 from tests.fix_servers import Server
 
@@ -127,43 +126,6 @@ class Docs:
         return subprocess.Popen(["bash", "-euc", f"exec {self.line(doc, prefix)}"], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, env=self.cli.env({**self.env, **env}),
                                 cwd=self.subs.workdir)  # fmt: skip
-
-
-def sonar_db(legacy: Legacy, password: str) -> Callable[[], None]:
-    """The old SonarQube server's database as the chart's bundled PostgreSQL named it; returns its cleanup."""
-    legacy.server.admin_sql(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier("sonarUser"),
-                                                                            sql.Literal(password)))  # fmt: skip
-    legacy.server.admin_sql('CREATE DATABASE "sonarDB" OWNER "sonarUser"')
-    with psycopg.connect(legacy.server.conninfo("sonarUser", "sonarDB"), password=password) as conn:
-        conn.execute("CREATE TABLE projects AS SELECT g AS id, 'p' || g AS kee FROM generate_series(1, 300) g")
-
-    def drop() -> None:
-        legacy.server.admin_sql('DROP DATABASE IF EXISTS "sonarDB" WITH (FORCE)')
-        legacy.server.admin_sql('DROP ROLE IF EXISTS "sonarUser"')
-
-    return drop
-
-
-def backstage_dbs(legacy: Legacy, password: str) -> Callable[[], None]:
-    """The old Backstage server's databases, one per plugin as its default database mode makes them."""
-    legacy.server.admin_sql(
-        sql.SQL("CREATE ROLE bn_backstage LOGIN CREATEDB PASSWORD {}").format(sql.Literal(password))
-    )
-    plugins = ("catalog", "auth", "scaffolder", "search")
-    for plugin in plugins:
-        legacy.server.admin_sql(f"CREATE DATABASE backstage_plugin_{plugin} OWNER bn_backstage")
-        with psycopg.connect(legacy.server.conninfo("bn_backstage", f"backstage_plugin_{plugin}"),
-                             password=password) as conn:  # fmt: skip
-            conn.execute("CREATE TABLE knex_migrations (id serial PRIMARY KEY, name text)")
-            conn.execute(f"CREATE TABLE {'tasks' if plugin == 'scaffolder' else 'things'} AS SELECT g AS id "
-                         "FROM generate_series(1, 3) g")  # fmt: skip
-
-    def drop() -> None:
-        for plugin in plugins:
-            legacy.server.admin_sql(f"DROP DATABASE IF EXISTS backstage_plugin_{plugin} WITH (FORCE)")
-        legacy.server.admin_sql("DROP ROLE IF EXISTS bn_backstage")
-
-    return drop
 
 
 @pytest.fixture

@@ -419,9 +419,10 @@ def _vault_writes(placed: Placed) -> set[str]:
     return written
 
 
-def wiring_problems(tree: Tree) -> list[str]:
+def wiring_problems(tree: Tree, outside: frozenset[tuple[str, str, str]] = frozenset()) -> list[str]:
     """Every reference an object makes must be produced by an object of the tree (or exist in any cluster,
-    or be a documented external input) no later in the sync order than the object that needs it."""
+    or be a documented external input, or be one of ``outside``: what the platform runs beside the tree, such
+    as a cutover's old server) no later in the sync order than the object that needs it."""
     produced: dict[tuple[str, str, str], tuple[int, int, int]] = {}
 
     def produce(kind: str, namespace: str, name: str, order: tuple[int, int, int]) -> None:
@@ -439,7 +440,7 @@ def wiring_problems(tree: Tree) -> list[str]:
     problems = []
 
     def need(p: Placed, kind: str, namespace: str, name: str) -> None:
-        if (kind, namespace, name) in EXTERNAL or AUTOMATIC.get(kind) == name:
+        if (kind, namespace, name) in EXTERNAL | outside or AUTOMATIC.get(kind) == name:
             return
         made = produced.get((kind, namespace, name))
         where = f"{p.app}: {p.kind} {p.namespace}/{p.name}"
@@ -461,12 +462,76 @@ def wiring_problems(tree: Tree) -> list[str]:
                                 "namespace could use that store; use its namespace's SecretStore")  # fmt: skip
                 continue
             need(p, "SecretStore", p.namespace, store["name"])
+            kubernetes = _kubernetes_store(tree, p.namespace, store["name"])
             for item in p.obj["spec"]["data"]:
-                need(p, "VaultSecret", "", item["remoteRef"]["key"])
-                problems += _unreadable(tree, p, store["name"], item["remoteRef"]["key"])
+                if kubernetes is None:
+                    need(p, "VaultSecret", "", item["remoteRef"]["key"])
+                    problems += _unreadable(tree, p, store["name"], item["remoteRef"]["key"])
+                else:  # a Secret of another namespace, which the store's service account must be let get
+                    need(p, "Secret", kubernetes["remoteNamespace"], item["remoteRef"]["key"])
+                    problems += _ungranted(tree, p, kubernetes, item["remoteRef"]["key"])
         if p.kind == "SecretStore":
-            ref = p.obj["spec"]["provider"]["vault"]["auth"]["kubernetes"]["serviceAccountRef"]
+            provider = p.obj["spec"]["provider"]
+            ref = provider["vault"]["auth"]["kubernetes"]["serviceAccountRef"] if "vault" in provider \
+                else provider["kubernetes"]["auth"]["serviceAccount"]  # fmt: skip
             need(p, "ServiceAccount", p.namespace, ref["name"])
+        if p.kind == "Job" and _args(p)[:1] == ["copy-tenant"]:
+            problems += _cutover_problems(tree, p, need)
+    return problems
+
+
+def _args(p: Placed) -> list[str]:
+    return list(p.obj["spec"]["template"]["spec"]["containers"][0].get("args") or [])
+
+
+def _kubernetes_store(tree: Tree, namespace: str, name: str) -> dict[str, Any] | None:
+    """The kubernetes provider of a store (External Secrets reading Secrets of a namespace), or None."""
+    stores = [p for p in tree.objects if p.kind == "SecretStore" and p.name == name and p.namespace == namespace]
+    provider = stores[0].obj["spec"]["provider"] if stores else {}
+    return dict(provider["kubernetes"]) | {"_namespace": namespace} if "kubernetes" in provider else None
+
+
+def _ungranted(tree: Tree, secret: Placed, store: dict[str, Any], key: str) -> list[str]:
+    """The store's service account must be bound, in the remote namespace, to a Role that lets it get ``key``."""
+    remote, account = store["remoteNamespace"], store["auth"]["serviceAccount"]["name"]
+    roles = {p.name: p.obj for p in tree.objects if p.kind == "Role" and p.namespace == remote}
+    for binding in (p.obj for p in tree.objects if p.kind == "RoleBinding" and p.namespace == remote):
+        bound = any(s.get("kind") == "ServiceAccount" and s["name"] == account and s.get("namespace") ==
+                    store["_namespace"] for s in binding.get("subjects") or [])  # fmt: skip
+        role = roles.get(binding["roleRef"]["name"]) if binding["roleRef"]["kind"] == "Role" else None
+        rules = role.get("rules") or [] if role else []
+        if bound and any("secrets" in r.get("resources", []) and "get" in r.get("verbs", [])
+                         and key in r.get("resourceNames", [key]) for r in rules):  # fmt: skip
+            return []
+    return [f"{secret.app}: ExternalSecret {secret.namespace}/{secret.name} asks for Secret {remote}/{key}, which no "
+            f"Role bound to service account {store['_namespace']}/{account} lets it get"]  # fmt: skip
+
+
+def _cutover_problems(tree: Tree, job: Placed, need: Callable[[Placed, str, str, str], None]) -> list[str]:
+    """A cutover's copy reads the old server, which must exist then (not pruned), and runs only once the
+    app is stopped: every workload of the app's Application but the old server's own at zero replicas, and
+    ordered before the copy."""
+    dsn = dict(item.split("=", 1) for item in next(
+        e["value"] for e in job.obj["spec"]["template"]["spec"]["containers"][0]["env"]
+        if e["name"] == "SHAREDPG_FROM_DSN").split())  # fmt: skip
+    service, namespace = dsn["host"].split(".")[:2]
+    need(job, "Service", namespace, service)
+    app = job.app.removesuffix("-cutover")
+    servers = [p for p in tree.objects if p.kind == "Service" and p.namespace == namespace and p.name == service]
+    selector = (servers[0].obj["spec"].get("selector") or {}) if servers else {}
+    problems = []
+    for p in tree.objects:
+        if p.app != app or p.kind not in ("Deployment", "StatefulSet"):
+            continue
+        labels = p.obj["spec"]["template"]["metadata"].get("labels") or {}
+        if selector and selector.items() <= labels.items():
+            continue  # the old server itself, which must run
+        if (replicas := p.obj["spec"].get("replicas", 1)) != 0:
+            problems.append(f"{job.app}: Job {job.namespace}/{job.name} copies while {p.kind} {p.namespace}/{p.name} "
+                            f"of {app} runs ({replicas} replicas): stop the app first")  # fmt: skip
+        elif p.order > job.order:
+            problems.append(f"{job.app}: Job {job.namespace}/{job.name} (order {job.order}) copies before {p.kind} "
+                            f"{p.namespace}/{p.name} of {app} is stopped ({p.order})")  # fmt: skip
     return problems
 
 

@@ -101,3 +101,18 @@ Application passes it (rootPath = $ARGOCD_APP_SOURCE_PATH, argocd/root-applicati
 {{- define "platform.path" -}}
 {{- if .Values.rootPath -}}{{ dir .Values.rootPath }}{{- else -}}{{ .Values.path }}{{- end -}}
 {{- end -}}
+
+
+{{/* An app's cutover step (root values cutover.<app>.step): "" (none: the app on its tenant), old, copy or
+shared; refused for an app that takes no cutover here, or a step that does not exist. */}}
+{{- define "platform.cutoverStep" -}}
+{{- $cut := index (.root.Values.cutover | default dict) .name | default dict -}}
+{{- $step := $cut.step | default "" -}}
+{{- if not (has $step (list "" "old" "copy" "shared")) -}}
+{{- fail (printf "cutover.%s.step %q: use old, copy or shared (or \"\" when there is nothing to move), docs/cutover.md" .name $step) -}}
+{{- end -}}
+{{- if and $step (not $cut.from) -}}
+{{- fail (printf "cutover.%s: %s takes no cutover here (Argo Workflows' archive is new with the shared server; Grafana's SQLite moves with copy-tenant --from-sqlite; Dex and Policy Reporter keep nothing worth moving): remove it" .name .name) -}}
+{{- end -}}
+{{- $step -}}
+{{- end -}}
