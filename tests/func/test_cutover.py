@@ -5,6 +5,7 @@ against real servers, twice, as a re-sync runs it."""
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import psycopg
 import pytest
 import yaml
 
-from tests.conftest import Cli
+from tests.conftest import ROOT, Cli
 from tests.fix_gitops import K8S_VERSION, ROOT_VALUES, SNIPPETS, Renderer, Tree, row_fuses
 from tests.fix_legacy import Legacy, backstage_dbs, sonar_db
 from tests.fix_servers import Server
@@ -38,24 +39,64 @@ STEPS = ("old", "copy", "shared")
 
 
 @pytest.fixture(scope="module")
-def cut(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], Tree]:
-    """The tree for one app at one cutover step, its stack's fuse alone on (memoised)."""
+def platform_renderer(tmp_path_factory: pytest.TempPathFactory) -> Renderer:
+    """A renderer that finds the platform's own values files (PLATFORM) in its repository."""
     platform = tmp_path_factory.mktemp("platform-repo")
     for _, path, values in PLATFORM.values():
         (platform / path).parent.mkdir(parents=True, exist_ok=True)
         (platform / path).write_text(yaml.safe_dump(values))
-    renderer = Renderer(tmp_path_factory.mktemp("gitops-cutover"), platform=platform)
+    return Renderer(tmp_path_factory.mktemp("gitops-cutover"), platform=platform)
+
+
+def fuses_of(app: str) -> dict[str, bool]:
+    """The app's stack's fuse alone on."""
+    return row_fuses(tuple(s == PLATFORM[app][0] for s in ("backstage", "cicd", "policies", "observability")))
+
+
+@pytest.fixture(scope="module")
+def cut(platform_renderer: Renderer) -> Callable[[str, str], Tree]:
+    """The tree for one app at one cutover step (memoised)."""
     trees: dict[tuple[str, str], Tree] = {}
 
     def tree(app: str, step: str) -> Tree:
         if (app, step) not in trees:
-            stack, path, _ = PLATFORM[app]
-            fuses = row_fuses(tuple(s == stack for s in ("backstage", "cicd", "policies", "observability")))
-            trees[app, step] = renderer.tree(fuses, "full", "--set-json", f'apps.{app}.platformValues=["{path}"]',
-                                             "--set", f"cutover.{app}.step={step}")  # fmt: skip
+            path = PLATFORM[app][1]
+            trees[app, step] = platform_renderer.tree(fuses_of(app), "full", "--set-json",
+                                                      f'apps.{app}.platformValues=["{path}"]', "--set",
+                                                      f"cutover.{app}.step={step}")  # fmt: skip
         return trees[app, step]
 
     return tree
+
+
+RUNBOOK = ROOT / "docs" / "cutover.md"
+
+
+def runbook_values() -> list[tuple[str, str, str]]:
+    """(app, step, YAML) of each values block the runbook shows for a step."""
+    found = re.findall(r"<!-- cutover-values: (\S+) (\S+) -->\n```yaml\n(.*?)```", RUNBOOK.read_text(), re.S)
+    return [(str(a), str(s), str(y)) for a, s, y in found]
+
+
+@pytest.mark.parametrize(("app", "step", "values"), runbook_values())
+def test_each_runbook_step_renders_what_the_tested_step_renders(platform_renderer: Renderer, cut: Callable[
+        [str, str], Tree], tmp_path: Path, app: str, step: str, values: str) -> None:  # fmt: skip
+    """The values the runbook tells you to commit are the step the tests below check, object for object."""
+    assert yaml.safe_load(values)["cutover"][app]["step"] == step
+    (tmp_path / "step.yaml").write_text(values)
+    documented = platform_renderer.tree(fuses_of(app), "full", "-f", str(tmp_path / "step.yaml"))
+    assert [p.obj for p in documented.objects] == [p.obj for p in cut(app, step).objects]
+
+
+def test_the_runbook_shows_the_copy_jobs_own_command_line(cut: Callable[[str, str], Tree]) -> None:
+    [job] = cut("backstage", "copy").of("Job", "backstage-cutover")
+    container = job.obj["spec"]["template"]["spec"]["containers"][0]
+    [block] = re.findall(r"```sh\n(sharedpg copy-tenant .*?)```", RUNBOOK.read_text(), re.S)
+    command, _, env = block.partition("  # ")
+    assert command.replace("\\\n", " ").split() == ["sharedpg", *container["args"]]
+    dsn = next(e["value"] for e in container["env"] if e["name"] == "SHAREDPG_FROM_DSN")
+    assert env.strip() == f"SHAREDPG_FROM_DSN={dsn}"
+    assert job.obj["spec"]["backoffLimit"] == 5 and job.obj["spec"]["ttlSecondsAfterFinished"] == 7 * 86400
 
 
 def outside(app: str) -> frozenset[tuple[str, str, str]]:
