@@ -112,12 +112,17 @@ def refuse_if_in_use(tdb: psycopg.Connection[Any], database: str, app: str) -> N
                              f"scale {app} to 0 replicas (or stop it) and re-run")  # fmt: skip
 
 
-def refuse_if_source_in_use(src: psycopg.Connection[Any], database: str, allowed: bool) -> None:
+def refuse_if_source_in_use(src: psycopg.Connection[Any], database: str, allowed: bool, until: float = 0.0,
+                            waiting: Callable[[int], None] = lambda n: None) -> None:  # fmt: skip
     """Nothing, when no other client is connected to the old database (or ``allowed``): what an app still
-    running writes after the dump began would not reach the shared server.
+    running writes after the dump began would not reach the shared server. Until the monotonic time
+    ``until``, other sessions are waited for (the app's pods terminating), ``waiting`` told each second.
 
     :raises PermanentError: naming how many sessions and the two ways on.
     """
+    while not allowed and (n := other_sessions(src)) and time.monotonic() < until:
+        waiting(n)
+        time.sleep(1.0)
     if not allowed and (n := other_sessions(src)):
         raise PermanentError(f"the old database {database} has {n} other session(s): its app may still be writing, "
                              "and what it writes after the copy begins would be lost",

@@ -92,6 +92,9 @@ def add_arguments(parser: argparse.ArgumentParser, environ: Any) -> None:
     opts.add("--allow-source-sessions", action="store_true", default=False,
              help="copy even while other clients are connected to the old database (what they write after the "
              "copy begins is lost)")  # fmt: skip
+    opts.add("--source-idle-wait", type=seconds, default=0.0, metavar="SECONDS",
+             help="wait up to SECONDS for the old database's other sessions to end (its app's pods stopping) "
+             "before refusing [%(default)s]")  # fmt: skip
     opts.add("--copy-id", metavar="ID", help="copy once under this id: the admin records the finished copy where "
              "tenants cannot write, and a later run with the same id does nothing and exits 0 (a re-synced cutover "
              "Job); a run that failed records nothing")  # fmt: skip
@@ -221,7 +224,7 @@ def _copy(args: argparse.Namespace, ctx: Context, replacing: copy_record.Copied 
                     "sharedpg never overwrites data silently; add --into-nonempty (and --clean to replace them)"
                 )
             _check_extensions(src, admin, tdb, database)
-            copy.refuse_if_source_in_use(src, str(src.info.dbname), args.allow_source_sessions)
+            copy.refuse_if_source_in_use(src, str(src.info.dbname), args.allow_source_sessions, *_idle(args, log))
             src_encoding, tgt_encoding = _encoding(src), _encoding(tdb)
             if src_encoding != tgt_encoding:
                 raise PermanentError(f"the source database is {src_encoding}, the tenant's {tgt_encoding}: "
@@ -265,6 +268,12 @@ def _copy(args: argparse.Namespace, ctx: Context, replacing: copy_record.Copied 
     return Outcome("mismatch" if problems else "copied", code, result, lines, after)
 
 
+def _idle(args: argparse.Namespace, log: Any) -> tuple[float, Callable[[int], None]]:
+    """--source-idle-wait as a deadline, and the log line while sessions remain."""
+    return time.monotonic() + args.source_idle_wait, lambda n: log.info("waiting for the old app to stop",
+                                                                       sessions=n)  # fmt: skip
+
+
 def _tenant_password(args: argparse.Namespace, what: str) -> str:
     """The tenant's password from --tenant-password-file, which every copy needs: ``what`` logs in as it."""
     if not args.tenant_password_file:
@@ -306,9 +315,10 @@ def _from_plugin_databases(args: argparse.Namespace, role: str, database: str, s
             )
         tools = copy.find_tools(newest // 10000, target_version // 10000)
         tenant_encoding = _encoding(tdb)
+        idle = _idle(args, log)  # one deadline for every plugin database
         for plugin, src in sources.items():
             plugin_copy.check_source(src, plugin)
-            copy.refuse_if_source_in_use(src, plugin.database, args.allow_source_sessions)
+            copy.refuse_if_source_in_use(src, plugin.database, args.allow_source_sessions, *idle)
             if (source_encoding := _encoding(src)) != tenant_encoding:
                 raise PermanentError(f"plugin database {plugin.database} is {source_encoding}, the tenant's "
                                      f"{tenant_encoding}: recreate the tenant with --encoding to match")  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -192,6 +193,22 @@ def test_an_old_database_still_in_use_is_refused_unless_allowed(
             assert conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone() == (0,)
         allowed = copy(cli, pg, legacy, tmp_path, name, "--allow-source-sessions")
         assert allowed.code == 0, allowed
+
+
+def test_the_copy_waits_for_the_old_apps_sessions_to_end_when_asked(
+    cli: Cli, pg: Server, legacy: Legacy, tenant: tuple[str, str], tmp_path: Path
+) -> None:
+    """--source-idle-wait, as the cutover Job runs while the app's pods are still terminating: it starts as soon
+    as the last session ends, and refuses as before when they outlive the wait."""
+    name, _ = tenant
+    held = psycopg.connect(legacy.server.conninfo(LEGACY_USER, LEGACY_DB), password=legacy.password)
+    threading.Timer(2.0, held.close).start()  # the app's last pod going away
+    waited = copy(cli, pg, legacy, tmp_path, name, "--source-idle-wait", "60")
+    assert waited.code == 0, waited
+    assert any(e.get("event") == "waiting for the old app to stop" and e["sessions"] == 1 for e in waited.events())
+    with psycopg.connect(legacy.server.conninfo(LEGACY_USER, LEGACY_DB), password=legacy.password):
+        refused = copy(cli, pg, legacy, tmp_path, name, "--into-nonempty", "--clean", "--source-idle-wait", "1.5")
+        assert refused.code == 3 and "1 other session" in refused.result()["error"], refused
 
 
 def test_a_recorded_copy_runs_once_and_no_tenant_can_forge_its_record(
