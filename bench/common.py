@@ -119,13 +119,16 @@ Bench = tuple[argparse.Namespace, str, localserver.LocalServer, dict[str, str]]
 
 
 @contextmanager
-def bench_server(doc: str, runs: int, scale: int | None = None) -> Iterator[Bench]:
-    """A benchmark's options (with ``--runs``, and ``--scale`` where it has a default), the sharedpg it
-    measures, and a throwaway server (SCRAM, on loopback) with the environment its clients get."""
+def bench_server(doc: str, runs: int, scale: int | None = None,
+                 options: Callable[[argparse.ArgumentParser], object] | None = None) -> Iterator[Bench]:  # fmt: skip
+    """A benchmark's options (with ``--runs``, ``--scale`` where it has a default, and what ``options`` adds),
+    the sharedpg it measures, and a throwaway server (SCRAM, on loopback) with the environment its clients get."""
     parser = parser_for(doc)
     parser.add_argument("--runs", type=int, default=runs)
     if scale is not None:
         parser.add_argument("--scale", type=int, default=scale, help="how many times the base data [%(default)s]")
+    if options is not None:
+        options(parser)
     args = parser.parse_args()
     installation, sharedpg = subjects(args)
     password = secrets.token_urlsafe(18)

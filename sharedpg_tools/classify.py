@@ -47,6 +47,21 @@ CLASSES: dict[str, tuple[str, str]] = {
         "auth",
         "the role lacks a privilege (42501), e.g. CONNECT on the database: check the tenant's grants",
     ),
+    "tls_untrusted": (
+        "auth",
+        "the server's certificate is not signed by the CA in sslrootcert (PGSSLROOTCERT): give the CA that signed it",
+    ),
+    "tls_host_mismatch": (
+        "auth",
+        "the server's certificate does not name the host connected to: connect by a name it holds (PGHOST / "
+        "--dsn host), not by an address or another alias",
+    ),
+    "tls_unavailable": (
+        "auth",
+        "the server offers no TLS, but sslmode requires it: turn TLS on at the server, or lower sslmode where "
+        "the network is trusted",
+    ),
+    "tls_ca_missing": ("config", "sslrootcert (PGSSLROOTCERT) names no readable file: mount the CA bundle there"),
     "tls": ("auth", "TLS failed: check sslmode, sslrootcert and that the certificate matches the host name"),
     "read_only": ("retry", "the server is in recovery or default_transaction_read_only is on: connected to a standby?"),
     "tables_missing": ("retry", "the required tables do not exist yet: another component's migrations have not run"),
@@ -69,6 +84,10 @@ _SQLSTATE_CLASSES = {
 
 # libpq's client-side messages (it is built without translations in psycopg-binary)
 _MESSAGE_CLASSES = (
+    ("root certificate file", "tls_ca_missing"),  # before "No such file or directory", which it contains
+    ("certificate verify failed", "tls_untrusted"),
+    ("does not match host name", "tls_host_mismatch"),
+    ("server does not support SSL", "tls_unavailable"),
     ("could not translate host name", "dns"),
     ("Name or service not known", "dns"),
     ("Temporary failure in name resolution", "dns"),

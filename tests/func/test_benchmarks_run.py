@@ -2,7 +2,8 @@
 docs/performance.md and images/README.md come from commands that still work.
 
 The sizes are the one substitution, declared once (``SMALL``, ``SMALL_DEFAULTS``): ``--runs 30`` becomes
-``--runs 1``, a 600 s soak 4 seconds, a 100 MB grafana.db 2 MB, bootstrap's 50/200/500 tenants 10, and a
+``--runs 1``, a 600 s soak 4 seconds, a 100 MB grafana.db 2 MB, a 500 MB cutover 5 MB, bootstrap's
+50/200/500 tenants 10, and a
 drawing goes to the test's directory instead of docs/. Each
 run must exit 0 and print its table. What the figures are is the benchmarks' business, never asserted here.
 They run three at a time (nothing here is timed), all with the one regular install of this checkout that
@@ -24,14 +25,15 @@ import pytest
 
 from bench.common import regular_install
 from tests.conftest import ROOT
+from tests.fix_backstage import not_installed as backstage_not_installed
 from tests.fix_image import unavailable as image_unavailable
 from tests.fix_servers import missing
 
 DOCS = (ROOT / "docs" / "performance.md", ROOT / "images" / "README.md")
-SMALL = {"--runs": "1", "--restarts": "1", "--wait": "3", "--duration": "4", "--mb": "2", "--scale": "1"}
+SMALL = {"--runs": "1", "--restarts": "1", "--wait": "3", "--duration": "4", "--mb": "2", "--scale": "1", "--size": "5"}
 # Where a documented line takes a benchmark's default size, the smallest one it accepts instead.
 SMALL_DEFAULTS = {"bench.bootstrap_cost": ["--sizes", "10"]}
-NEEDS = {"bench.image_cost": "image", "bench.grafana_import_cost": "pgloader"}
+NEEDS = {"bench.image_cost": "image", "bench.grafana_import_cost": "pgloader", "bench.cutover_downtime": "backstage"}
 WITHOUT_SHAREDPG = {"bench.soak"}  # runs this checkout's sharedpg_tools with this interpreter
 
 
@@ -67,6 +69,8 @@ def _unavailable(module: str) -> str | None:
     need = NEEDS.get(module)
     if need == "image":
         return image_unavailable()
+    if need == "backstage":
+        return backstage_not_installed()
     if need == "pgloader" and shutil.which("pgloader") is None:
         return "pgloader is missing: scripts/test.sh installs it (apt-get install pgloader)"
     return None
