@@ -142,6 +142,16 @@ def test_backstage_keeps_its_old_server_until_the_copy_is_done(cut: Callable[[st
     assert claim["metadata"]["name"] == "data"  # data-backstage-postgresql-0, kept after the prune
 
 
+def test_the_copy_job_runs_as_the_bootstrap_job_runs(cut: Callable[[str, str], Tree]) -> None:
+    """The same pod and container security context as the tree's other Jobs (the bootstrap Job's)."""
+    [job] = cut("backstage", "copy").of("Job", "backstage-cutover")
+    [bootstrap] = cut("backstage", "copy").of("Job", "sharedpg-bootstrap")
+    pods = [j.obj["spec"]["template"]["spec"] for j in (job, bootstrap)]
+    assert pods[0]["securityContext"] == pods[1]["securityContext"]
+    assert pods[0]["containers"][0]["securityContext"] == pods[1]["containers"][0]["securityContext"]
+    assert pods[0]["automountServiceAccountToken"] is False, "its account's Secret access is External Secrets' own"
+
+
 def test_sonarqube_is_stopped_while_its_outside_server_is_read(cut: Callable[[str, str], Tree]) -> None:
     copying = cut("sonarqube", "copy")
     assert set(workloads(copying, "sonarqube").values()) == {0}
@@ -167,6 +177,11 @@ def _copy_first(t: Tree) -> None:
     job.order = (3, 1, 2)
 
 
+def _unlabelled(t: Tree) -> None:
+    [job] = t.of("Job", "backstage-cutover")
+    job.obj["spec"]["template"]["metadata"]["labels"] = {"app.kubernetes.io/name": "sharedpg-copy-backstage"}
+
+
 def _role_for_another_secret(t: Tree) -> None:
     t.one("Role", "sharedpg-copy-backstage").obj["rules"][0]["resourceNames"] = ["backstage-db"]
 
@@ -180,6 +195,8 @@ def _role_for_another_secret(t: Tree) -> None:
      "needs Secret backstage/backstage-postgresql, which nothing"),
     ("the tenant's Secret nobody makes", lambda t: t.objects.remove(t.one("ExternalSecret", "backstage-db")),
      "needs Secret backstage/backstage-db, which nothing"),
+    ("a copy the database's NetworkPolicy keeps out", _unlabelled,
+     "Job database/sharedpg-copy-backstage connects to the shared server, which NetworkPolicy"),
     ("a store whose account may not get the old server's Secret", _role_for_another_secret,
      "asks for Secret backstage/backstage-postgresql, which no Role bound to service account "
      "database/sharedpg-copy-backstage lets it get"),

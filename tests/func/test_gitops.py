@@ -477,7 +477,31 @@ def wiring_problems(tree: Tree, outside: frozenset[tuple[str, str, str]] = froze
             need(p, "ServiceAccount", p.namespace, ref["name"])
         if p.kind == "Job" and _args(p)[:1] == ["copy-tenant"]:
             problems += _cutover_problems(tree, p, need)
+        if p.kind in ("Deployment", "StatefulSet", "Job", "DaemonSet"):
+            problems += _unadmitted(tree, p)
     return problems
+
+
+def _unadmitted(tree: Tree, p: Placed) -> list[str]:
+    """A pod that connects to the shared server (PGHOST) must be let in by the database's NetworkPolicy."""
+    pod = p.obj["spec"]["template"]
+    hosts = {str(e.get("value")) for c in (pod["spec"].get("initContainers") or []) + pod["spec"]["containers"]
+             for e in c.get("env") or [] if e["name"] == "PGHOST"}  # fmt: skip
+    if SERVICE_HOST not in hosts:
+        return []
+    labels = pod["metadata"].get("labels") or {}
+    for policy in (q.obj for q in tree.objects if q.kind == "NetworkPolicy" and q.name == "shared-postgresql"):
+        for peer in (peer for rule in policy["spec"]["ingress"] for peer in rule["from"]):
+            names = [e["values"] for e in peer.get("namespaceSelector", {}).get("matchExpressions", [])
+                     if e["key"] == "kubernetes.io/metadata.name" and e["operator"] == "In"]  # fmt: skip
+            if names and p.namespace in names[0]:
+                return []
+            wanted = peer.get("podSelector", {}).get("matchLabels")
+            if "namespaceSelector" not in peer and p.namespace == "database" and wanted and \
+                    wanted.items() <= labels.items():  # fmt: skip
+                return []
+    return [f"{p.app}: {p.kind} {p.namespace}/{p.name} connects to the shared server, which NetworkPolicy "
+            "database/shared-postgresql does not let it reach"]
 
 
 def _args(p: Placed) -> list[str]:
