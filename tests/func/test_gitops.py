@@ -500,8 +500,10 @@ def _unadmitted(tree: Tree, p: Placed) -> list[str]:
             if "namespaceSelector" not in peer and p.namespace == "database" and wanted and \
                     wanted.items() <= labels.items():  # fmt: skip
                 return []
-    return [f"{p.app}: {p.kind} {p.namespace}/{p.name} connects to the shared server, which NetworkPolicy "
-            "database/shared-postgresql does not let it reach"]
+    return [
+        f"{p.app}: {p.kind} {p.namespace}/{p.name} connects to the shared server, which NetworkPolicy "
+        "database/shared-postgresql does not let it reach"
+    ]
 
 
 def _args(p: Placed) -> list[str]:
