@@ -292,10 +292,10 @@ def test_signal_ends_the_wait_within_a_second(cli: Cli, pg: Server, proxy: Proxy
 
 
 def test_tls_required_by_a_server_without_tls(cli: Cli, pg: Server) -> None:
-    """sslmode=require against a server without TLS: retried as tls, exit 3 at once with --fail-fast."""
+    """sslmode=require against a server without TLS: retried as tls_unavailable, exit 3 at once with --fail-fast."""
     args = ["wait-for-db", "--dsn", f"{pg.conninfo()} sslmode=require", "--output", "json"]
     once = cli(*args, "--once", env={"PGPASSWORD": pg.password})
-    assert once.code == 1 and once.result()["error_class"] == "tls", once
+    assert once.code == 1 and once.result()["error_class"] == "tls_unavailable", once
     fail_fast = cli(*args, "--fail-fast", env={"PGPASSWORD": pg.password})
     assert fail_fast.code == 3 and "SSL" in fail_fast.result()["error"], fail_fast
 
