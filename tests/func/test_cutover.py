@@ -211,6 +211,8 @@ def test_the_wiring_check_catches(cut: Callable[[str, str], Tree], defect: str, 
     (["--set", "cutover.sonarqube.step=copy"], "list its values files in apps.sonarqube.platformValues"),
     (["--set", "cutover.sonarqube.step=later"], 'cutover.sonarqube.step "later": use old, copy or shared'),
     (["--set", "cutover.argo-workflows.step=copy"], "Argo Workflows' archive is new with the shared server"),
+    (["--set", "cutover.sonarqube.step=old", "--set", "cutover.sonarqube.attempt=two words"],
+     'cutover.sonarqube.attempt "two words": use 1 to 63 letters'),
 ])  # fmt: skip
 def test_a_cutover_that_cannot_work_fails_the_render_naming_the_value(tmp_path: Path, values: list[str],
                                                                         needle: str) -> None:  # fmt: skip

@@ -112,7 +112,10 @@ shared; refused for an app that takes no cutover here, or a step that does not e
 {{- fail (printf "cutover.%s.step %q: use old, copy or shared (or \"\" when there is nothing to move), docs/cutover.md" .name $step) -}}
 {{- end -}}
 {{- if and $step (not $cut.from) -}}
-{{- fail (printf "cutover.%s: %s takes no cutover here (Argo Workflows' archive is new with the shared server; Grafana's SQLite moves with copy-tenant --from-sqlite; Dex and Policy Reporter keep nothing worth moving): remove it" .name .name) -}}
+{{- fail (printf "cutover.%s: %s takes no cutover here (Argo Workflows' archive is new with the shared server; Grafana's SQLite moves with copy-tenant --from-sqlite; for Dex's and Policy Reporter's, copy-tenant --from-sqlite says what not moving them costs; docs/cutover.md): remove it" .name .name) -}}
+{{- end -}}
+{{- if and $step (not (regexMatch "^[A-Za-z0-9._-]{1,63}$" (toString $cut.attempt))) -}}
+{{- fail (printf "cutover.%s.attempt %q: use 1 to 63 letters, digits, '.', '_' or '-' (raise it to copy again)" .name (toString $cut.attempt)) -}}
 {{- end -}}
 {{- $step -}}
 {{- end -}}
