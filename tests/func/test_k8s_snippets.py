@@ -182,10 +182,10 @@ def test_every_key_an_overlay_sets_exists_in_the_chart(overlay: str) -> None:
     if "kube-prometheus-stack" in overlay:  # its Grafana is the subchart's; the rest is the stack's own
         stack = yaml.safe_load((SCHEMAS / "values-default-kube-prometheus-stack-88.5.3.yaml").read_text())
         for path in key_paths({k: v for k, v in values.items() if k != "grafana"}):
-            node = stack
+            level: Any = stack
             for part in path:
-                assert isinstance(node, dict) and part in node, f"{overlay}: {'.'.join(path)} is not a key of the chart"
-                node = node[part]
+                assert isinstance(level, dict) and part in level, f"{overlay}: {'.'.join(path)} is not a chart key"
+                level = level[part]
         values = values["grafana"]
     text = (SCHEMAS / defaults_file).read_text()
     defaults = yaml.safe_load(text)
