@@ -66,8 +66,8 @@ def _open(target: Target, maintenance_db: str) -> Iterator[psycopg.Connection[An
         except psycopg.errors.InsufficientPrivilege as exc:
             raise PermanentError(
                 f"the admin may not record copies in database {tenant.LOCK_DATABASE} ({exc.diag.message_primary})",
-                "run one copy-tenant --copy-id or bootstrap as a superuser there first (it shares the record with "
-                "the CREATEROLE admins), or copy without --copy-id",
+                "run copy-tenant --copy-id once as a superuser (it shares the record with the CREATEROLE admins), "
+                "or copy without --copy-id",
             ) from None
 
 
