@@ -214,9 +214,8 @@ def run(spec: Spec, fuses: Mapping[str, bool], target: Target, credentials: Cred
 def _roles_with_passwords(conn: psycopg.Connection[Any], roles: list[str]) -> set[str]:
     """Which of ``roles`` exist with a password an app may log in with. A superuser reads pg_authid; any
     other admin cannot (RDS, Cloud SQL neither), so for it a role that exists is taken to have one."""
-    superuser = conn.execute("SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user").fetchone()
     query = "SELECT rolname FROM pg_catalog.pg_roles WHERE rolname = ANY(%s)"
-    if superuser == (True,):
+    if db.is_superuser(conn):
         query = "SELECT rolname FROM pg_catalog.pg_authid WHERE rolname = ANY(%s) AND rolpassword IS NOT NULL"
     return {str(name) for (name,) in conn.execute(query, [roles]).fetchall()}
 

@@ -60,7 +60,7 @@ def _open(target: Target, maintenance_db: str) -> Iterator[psycopg.Connection[An
                 # (IF NOT EXISTS alone would still need CREATE on a schema another admin made)
                 conn.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
                 conn.execute(_CREATE)
-            if conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone() == (True,):
+            if db.is_superuser(conn):
                 conn.execute(_SHARE)
             yield conn
         except psycopg.errors.InsufficientPrivilege as exc:

@@ -61,6 +61,12 @@ def admin(target: Target, dbname: str, fail_fast: bool = True) -> Conn:
 ADMIN_AUTH = frozenset({"auth_failed", "password_missing", "not_authorized"})
 
 
+def is_superuser(conn: psycopg.Connection[Any]) -> bool:
+    """Is the session's role a superuser (a self-hosted admin), not a managed service's CREATEROLE one?"""
+    row = conn.execute("SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user").fetchone()
+    return row == (True,)
+
+
 def admin_rejected(failure: Any, target: Target) -> AdminLoginRejected:
     """The error for a refused admin login, naming where its password came from (not a tenant's Secret)."""
     return AdminLoginRejected(

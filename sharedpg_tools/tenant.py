@@ -268,7 +268,7 @@ def ensure_lock_database(conn: psycopg.Connection[Any]) -> None:
             conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(name))
     if conn.execute("SELECT has_database_privilege('public', %s, 'CONNECT')", [LOCK_DATABASE]).fetchone() == (True,):
         conn.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(name))
-    if conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone() == (True,):
+    if db.is_superuser(conn):
         for (admin,) in conn.execute(
             "SELECT rolname FROM pg_roles WHERE rolcreaterole AND NOT rolsuper "
             "AND NOT (has_database_privilege(oid, %s, 'CONNECT') AND has_database_privilege(oid, %s, 'CREATE'))",

@@ -245,15 +245,7 @@ def _copy(args: argparse.Namespace, ctx: Context, replacing: copy_record.Copied 
                 return Outcome("dry_run", ExitCode.OK, result, lines)
             if existing and replacing is not None:
                 copy_record.clear(tdb)
-            dump = [tools.pg_dump, "-Fc", "--no-owner", "--no-privileges", "-d", _tool_conninfo(src)]
-            restore = [tools.pg_restore, "--no-owner", "--no-privileges", "--exit-on-error", "--single-transaction",
-                       "-d", _tool_conninfo(tdb)]  # fmt: skip
-            if args.clean:
-                restore += ["--clean", "--if-exists"]
-            copied = copy.stream(
-                dump, restore, copy.source_env(source_params), copy.child_env(tenant_password),
-                lambda n: log.info("copying", bytes=n, mb=round(n / 1e6, 1)),
-            )  # fmt: skip
+            copied = _pipeline(tools, src, tdb, source_params, tenant_password, log, args.clean)()
             problems = _verify(src, tdb, tables, counts, role,
                                lambda: _connect_tenant(tenant_params, own_search_path=True))  # fmt: skip
             after = copy_record.fingerprint(tdb) if args.copy_id else None
@@ -301,7 +293,7 @@ def _from_plugin_databases(args: argparse.Namespace, role: str, database: str, s
         if plugin_copy.repair(tdb):
             log.warning("repaired", detail=f"an interrupted run had left public as {plugin_copy.HELD}: put back")
         copy.refuse_if_in_use(tdb, database, "Backstage")
-        held = replacing is not None and bool(copy.user_tables(tdb))
+        held = replacing is not None and bool(copy.user_tables(tdb))  # a recorded copy to replace
         if replacing is not None and held:
             copy_record.check_unchanged(tdb, replacing, database)
         else:
@@ -336,11 +328,8 @@ def _from_plugin_databases(args: argparse.Namespace, role: str, database: str, s
         copied, done, problems = 0, [], []
         try:
             for plugin, src in sources.items():
-                dump = [tools.pg_dump, "-Fc", "--no-owner", "--no-privileges", "-d", _tool_conninfo(src)]
-                restore = [tools.pg_restore, "--no-owner", "--no-privileges", "--exit-on-error",
-                           "--single-transaction", "-d", _tool_conninfo(tdb)]  # fmt: skip
                 src_params = {**source_params, "dbname": plugin.database}
-                copied += plugin_copy.copy_into_schema(tdb, plugin, _pipeline(dump, restore, src_params,
+                copied += plugin_copy.copy_into_schema(tdb, plugin, _pipeline(tools, src, tdb, src_params,
                                                                               tenant_password, log))  # fmt: skip
                 done.append(plugin)
                 log.info("copied", plugin=plugin.id, schema=plugin.schema)
@@ -369,8 +358,15 @@ def _from_plugin_databases(args: argparse.Namespace, role: str, database: str, s
     return Outcome("mismatch" if problems else "copied", code, result, lines, after)
 
 
-def _pipeline(dump: list[str], restore: list[str], source_params: dict[str, str], tenant_password: str,
-              log: Any) -> Callable[[], int]:  # fmt: skip
+def _pipeline(tools: copy.Tools, src: psycopg.Connection[Any], tdb: psycopg.Connection[Any],
+              source_params: dict[str, str], tenant_password: str, log: Any,
+              clean: bool = False) -> Callable[[], int]:  # fmt: skip
+    """``pg_dump`` of ``src``'s database into ``pg_restore`` logged in as the tenant (``tdb``'s login), in one
+    transaction, with progress in the log; run it to copy (it returns the bytes copied)."""
+    dump = [tools.pg_dump, "-Fc", "--no-owner", "--no-privileges", "-d", _tool_conninfo(src)]
+    restore = [tools.pg_restore, "--no-owner", "--no-privileges", "--exit-on-error", "--single-transaction",
+               "-d", _tool_conninfo(tdb), *(["--clean", "--if-exists"] if clean else [])]  # fmt: skip
+
     def run() -> int:
         return copy.stream(dump, restore, copy.source_env(source_params), copy.child_env(tenant_password),
                            lambda n: log.info("copying", bytes=n, mb=round(n / 1e6, 1)))  # fmt: skip
