@@ -4,7 +4,6 @@ against real servers, twice, as a re-sync runs it."""
 
 from __future__ import annotations
 
-import copy
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,10 +15,10 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, Cli
-from tests.fix_gitops import K8S_VERSION, ROOT_VALUES, SNIPPETS, Renderer, Tree, row_fuses
+from tests.fix_gitops import K8S_VERSION, ROOT_VALUES, SNIPPETS, STACKS, Renderer, Tree, row_fuses
 from tests.fix_legacy import Legacy, backstage_dbs, sonar_db
 from tests.fix_servers import Server
-from tests.func.test_gitops import wiring_problems
+from tests.func.test_gitops import _broken, wiring_problems
 
 # The platform's values today: each app on its old server (Backstage's bundled PostgreSQL on; SonarQube's
 # JDBC at the server an older chart bundled, which this tree does not render).
@@ -50,7 +49,7 @@ def platform_renderer(tmp_path_factory: pytest.TempPathFactory) -> Renderer:
 
 def fuses_of(app: str) -> dict[str, bool]:
     """The app's stack's fuse alone on."""
-    return row_fuses(tuple(s == PLATFORM[app][0] for s in ("backstage", "cicd", "policies", "observability")))
+    return row_fuses(tuple(s == PLATFORM[app][0] for s in STACKS))
 
 
 @pytest.fixture(scope="module")
@@ -160,12 +159,6 @@ def test_sonarqube_is_stopped_while_its_outside_server_is_read(cut: Callable[[st
     assert env["SHAREDPG_FROM_DSN"] == "host=sonarqube-postgresql.cicd.svc.cluster.local port=5432 user=sonarUser " \
         "dbname=sonarDB"  # fmt: skip
     assert set(workloads(cut("sonarqube", "shared"), "sonarqube").values()) == {1}
-
-
-def _broken(tree: Tree, change: Callable[[Tree], None]) -> Tree:
-    copied = copy.deepcopy(tree)
-    change(copied)
-    return copied
 
 
 def _running(t: Tree) -> None:
