@@ -1,8 +1,8 @@
-"""A minimal ctypes binding to libpq, for the probe path of ``wait-for-db``.
+"""A minimal binding to libpq (ctypes' types, made by ``cbinding``), for the probe path of ``wait-for-db``.
 
 Why not psycopg here: ``wait-for-db --once`` runs as a Kubernetes exec probe every few seconds in
-pods limited to 100m CPU. Importing psycopg costs ~300 ms of CPU, about five times a whole
-``psql -c 'select 1'``; loading libpq through ctypes costs a few milliseconds. The library is the
+pods limited to 100m CPU. Importing psycopg costs over 100 ms of CPU in the image, some fifteen times a
+whole ``psql -c 'select 1'``; loading libpq this way costs a few milliseconds. The library is the
 libpq that ships inside ``psycopg-binary`` (a dependency anyway), else the system's ``libpq.so.5``.
 
 Only what the probe needs is bound: a non-blocking connect (so an attempt can be bounded and
@@ -12,15 +12,17 @@ abandoned), one parameterised query, and conninfo parsing. libpq reads its own e
 
 from __future__ import annotations
 
-import ctypes
-import os
+import posix
 import select
 import sys
 import time
 
+from sharedpg_tools.cbinding import CDLL, POINTER, Structure, byref, c_char_p, c_int, c_void_p
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # collections.abc imports collections: milliseconds the probe does not spend
     from collections.abc import Callable, Mapping, Sequence
+    from ctypes import Array
 
 # libpq enums (libpq-fe.h)
 _CONNECTION_BAD = 1
@@ -31,39 +33,43 @@ _PGRES_COMMAND_OK = 1
 _PG_DIAG_SQLSTATE = ord("C")
 _PG_DIAG_MESSAGE_PRIMARY = ord("M")
 
-_c_char_p_p = ctypes.POINTER(ctypes.c_char_p)
+_c_char_p_p = POINTER(c_char_p)
 
 
-class _ConninfoOption(ctypes.Structure):
-    _fields_ = [
-        ("keyword", ctypes.c_char_p),
-        ("envvar", ctypes.c_char_p),
-        ("compiled", ctypes.c_char_p),
-        ("val", ctypes.c_char_p),
-        ("label", ctypes.c_char_p),
-        ("dispchar", ctypes.c_char_p),
-        ("dispsize", ctypes.c_int),
-    ]
+class _ConninfoOption(Structure):
+    _fields_ = (
+        ("keyword", c_char_p),
+        ("envvar", c_char_p),
+        ("compiled", c_char_p),
+        ("val", c_char_p),
+        ("label", c_char_p),
+        ("dispchar", c_char_p),
+        ("dispsize", c_int),
+    )
 
 
 def _candidate_paths() -> list[str]:
     """psycopg-binary's bundled libpq first, then the system's.
 
-    Found by looking along sys.path, not with importlib.util (a few ms the probe does not spend).
+    Found by looking along sys.path, not with importlib.util (a few ms the probe does not spend), through
+    ``posix`` rather than ``os`` (launch.py says why).
     """
     paths = []
     for entry in sys.path:
-        libs = os.path.join(entry or ".", "psycopg_binary.libs")
-        if os.path.isdir(libs):
-            paths += [os.path.join(libs, n) for n in sorted(os.listdir(libs)) if n.startswith("libpq")]
+        libs = f"{entry or '.'}/psycopg_binary.libs"
+        try:
+            names = posix.listdir(libs)
+        except OSError:  # not there, or not a directory
+            continue
+        paths += [f"{libs}/{name}" for name in sorted(names) if name.startswith("libpq")]
     return [*paths, "libpq.so.5"]
 
 
-def _load() -> ctypes.CDLL:
+def _load() -> CDLL:
     errors = []
     for path in _candidate_paths():
         try:
-            lib = ctypes.CDLL(path)
+            lib = CDLL(path)
         except OSError as exc:
             errors.append(str(exc))
             continue
@@ -72,8 +78,8 @@ def _load() -> ctypes.CDLL:
     raise OSError("libpq not found (install psycopg[binary] or libpq5): " + "; ".join(errors))
 
 
-def _declare(lib: ctypes.CDLL) -> None:
-    vp, cp, i = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int
+def _declare(lib: CDLL) -> None:
+    vp, cp, i = c_void_p, c_char_p, c_int
     signatures: dict[str, tuple[object, list[object]]] = {
         "PQconnectStartParams": (vp, [_c_char_p_p, _c_char_p_p, i]),
         "PQconnectPoll": (i, [vp]),
@@ -100,8 +106,8 @@ def _declare(lib: ctypes.CDLL) -> None:
         "PQgetisnull": (i, [vp, i, i]),
         "PQgetvalue": (cp, [vp, i, i]),
         "PQclear": (None, [vp]),
-        "PQconninfoParse": (ctypes.POINTER(_ConninfoOption), [cp, _c_char_p_p]),
-        "PQconninfoFree": (None, [ctypes.POINTER(_ConninfoOption)]),
+        "PQconninfoParse": (POINTER(_ConninfoOption), [cp, _c_char_p_p]),
+        "PQconninfoFree": (None, [POINTER(_ConninfoOption)]),
         "PQfreemem": (None, [vp]),
         "PQlibVersion": (i, []),
     }
@@ -111,10 +117,10 @@ def _declare(lib: ctypes.CDLL) -> None:
         func.argtypes = argtypes
 
 
-_lib: ctypes.CDLL | None = None
+_lib: CDLL | None = None
 
 
-def lib() -> ctypes.CDLL:
+def lib() -> CDLL:
     """Load libpq once per process."""
     global _lib
     if _lib is None:
@@ -122,10 +128,11 @@ def lib() -> ctypes.CDLL:
     return _lib
 
 
-def bound_connect(params: dict[str, str], seconds: float | None) -> None:
+def bound_connect(params: dict[str, str], seconds: float | None, environ: Mapping[str, str]) -> None:
     """Bound each connection attempt (libpq's connect_timeout, whole seconds, at least 2) unless the conninfo
-    or PGCONNECT_TIMEOUT already does: a server that accepts TCP and never answers must not hang a command."""
-    if seconds and "connect_timeout" not in params and "PGCONNECT_TIMEOUT" not in os.environ:
+    or PGCONNECT_TIMEOUT (in ``environ``, the process's) already does: a server that accepts TCP and never
+    answers must not hang a command."""
+    if seconds and "connect_timeout" not in params and "PGCONNECT_TIMEOUT" not in environ:
         params["connect_timeout"] = str(max(2, -int(-seconds // 1)))  # math.ceil, without importing math
 
 
@@ -133,8 +140,8 @@ def _text(value: bytes | None) -> str:
     return value.decode("utf-8", "replace") if value is not None else ""
 
 
-def _array(items: Sequence[str | None]) -> ctypes.Array[ctypes.c_char_p]:
-    return (ctypes.c_char_p * (len(items) + 1))(*[s.encode() if s is not None else None for s in items], None)
+def _array(items: Sequence[str | None]) -> Array[c_char_p]:
+    return (c_char_p * (len(items) + 1))(*[s.encode() if s is not None else None for s in items], None)
 
 
 def _may_hold_password(conninfo: str) -> bool:
@@ -150,8 +157,8 @@ def parse_conninfo(conninfo: str) -> dict[str, str]:
     :raises ValueError: with libpq's message when the string is malformed or names an unknown keyword;
         when the string holds a password, the fragments libpq quotes are left out (they may be part of it).
     """
-    errmsg = ctypes.c_char_p()
-    options = lib().PQconninfoParse(conninfo.encode(), ctypes.byref(errmsg))
+    errmsg = c_char_p()
+    options = lib().PQconninfoParse(conninfo.encode(), byref(errmsg))
     if not options:
         message = _text(errmsg.value).strip() or "invalid connection string"
         if errmsg.value is not None:

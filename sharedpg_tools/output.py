@@ -9,7 +9,6 @@ of the output is dropped and the command still exits with its own code.
 
 from __future__ import annotations
 
-import os
 import sys
 
 from sharedpg_tools import logs
@@ -38,6 +37,8 @@ def emit(text: str) -> None:
         sys.stdout.write(logs.redact(text))
         sys.stdout.flush()
     except BrokenPipeError:  # nobody reads any more: send the rest (and the exit-time flush) nowhere
+        import os  # only here: the probe's path does without it (launch.py)
+
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 

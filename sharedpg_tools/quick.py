@@ -82,7 +82,7 @@ def _params(options: dict[str, str], environ: Mapping[str, str]) -> dict[str, st
         if "password" in params:
             return None  # refused in the flag, allowed in SHAREDPG_DSN: the full CLI tells which
     params.setdefault("fallback_application_name", f"sharedpg-{readiness.NAME}")
-    libpq.bound_connect(params, float(options.get("--attempt-timeout", "5")))
+    libpq.bound_connect(params, float(options.get("--attempt-timeout", "5")), environ)
     if options.get("--password-file"):
         try:
             password = secretfile.read(options["--password-file"])

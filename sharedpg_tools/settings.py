@@ -193,7 +193,7 @@ class Target:
         """
         params = libpq.parse_conninfo(self.dsn) if self.dsn else {}
         params.setdefault("fallback_application_name", self.app_name)
-        libpq.bound_connect(params, self.connect_timeout)
+        libpq.bound_connect(params, self.connect_timeout, os.environ)
         if self.password_file:
             params["password"] = read_password_file(self.password_file)
         params.update(overrides)

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -120,7 +121,7 @@ def _source_params(args: argparse.Namespace, ctx: Context) -> dict[str, str]:
     if args.from_password_file:
         params["password"] = read_password_file(args.from_password_file, "--from-password-file")
     params.setdefault("fallback_application_name", ctx.app_name)
-    bound_connect(params, args.attempt_timeout)
+    bound_connect(params, args.attempt_timeout, os.environ)
     return params
 
 
