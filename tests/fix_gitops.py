@@ -72,6 +72,15 @@ class Tree:
     def of(self, kind: str, app: str | None = None) -> list[Placed]:
         return [p for p in self.objects if p.kind == kind and (app is None or p.app == app)]
 
+    def env(self, container: dict[str, Any], namespace: str) -> dict[str, Any]:
+        """A container's environment as the kubelet puts it together: the keys of each ``envFrom`` ConfigMap
+        this tree renders in ``namespace``, in order, then ``env`` over them (a value, or its ``valueFrom``)."""
+        env: dict[str, Any] = {}
+        for source in container.get("envFrom") or []:
+            if "configMapRef" in source:
+                env |= self.one("ConfigMap", source["configMapRef"]["name"], namespace).obj.get("data") or {}
+        return env | {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env") or []}
+
     def one(self, kind: str, name: str, namespace: str | None = None) -> Placed:
         [found] = [p for p in self.objects if p.kind == kind and p.name == name
                    and namespace in (None, p.namespace)]  # fmt: skip

@@ -157,7 +157,7 @@ def test_sonarqube_is_stopped_while_its_outside_server_is_read(cut: Callable[[st
     [job] = copying.of("Job", "sonarqube-cutover")
     env = {e["name"]: e.get("value") for e in job.obj["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["SHAREDPG_FROM_DSN"] == "host=sonarqube-postgresql.cicd.svc.cluster.local port=5432 user=sonarUser " \
-        "dbname=sonarDB"  # fmt: skip
+        "sslmode=prefer dbname=sonarDB"  # fmt: skip
     assert set(workloads(cut("sonarqube", "shared"), "sonarqube").values()) == {1}
 
 
@@ -225,13 +225,12 @@ def job_command(
     [job] = tree.of("Job", f"{app}-cutover")
     container = job.obj["spec"]["template"]["spec"]["containers"][0]
     env: dict[str, str] = {}
-    for item in container["env"]:
-        value = str(item.get("value", ""))
-        if item["name"] == "SHAREDPG_FROM_DSN":
+    for name, rendered in tree.env(container, "database").items():
+        value = str(rendered) if isinstance(rendered, str) else ""
+        if name == "SHAREDPG_FROM_DSN":
             host = value.split()[0]
             value = value.replace(host, f"host={old.host} port={old.port}").replace(" port=5432", "")
-        env[item["name"]] = {"shared-postgresql.database.svc.cluster.local": pg.host, "5432": str(pg.port)}.get(
-            value, value)  # fmt: skip
+        env[name] = {"shared-postgresql.database.svc.cluster.local": pg.host, "5432": str(pg.port)}.get(value, value)
     env["PGUSER"] = pg.superuser  # the admin Secret's username
     env["PGPASSWORD_FILE"] = str(files["/secrets/admin/password"])
     args = [str(files.get(a, a)) for a in container["args"]]

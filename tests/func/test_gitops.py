@@ -485,8 +485,8 @@ def wiring_problems(tree: Tree, outside: frozenset[tuple[str, str, str]] = froze
 def _unadmitted(tree: Tree, p: Placed) -> list[str]:
     """A pod that connects to the shared server (PGHOST) must be let in by the database's NetworkPolicy."""
     pod = p.obj["spec"]["template"]
-    hosts = {str(e.get("value")) for c in (pod["spec"].get("initContainers") or []) + pod["spec"]["containers"]
-             for e in c.get("env") or [] if e["name"] == "PGHOST"}  # fmt: skip
+    hosts = {str(tree.env(c, p.namespace).get("PGHOST"))
+             for c in (pod["spec"].get("initContainers") or []) + pod["spec"]["containers"]}  # fmt: skip
     if SERVICE_HOST not in hosts:
         return []
     labels = pod["metadata"].get("labels") or {}

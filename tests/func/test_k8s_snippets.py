@@ -23,6 +23,8 @@ SNIPPETS = ROOT / "k8s-snippets"
 SCHEMAS = ROOT / "tests" / "data" / "schemas"  # copied from the planning folder, with licences
 K8S_VERSION = "1.33.0"
 SERVICE_HOST = "shared-postgresql.database.svc.cluster.local"
+# the ConfigMap sharedpg-database the root chart renders into every client namespace, with no database values set
+DATABASE_CONFIGMAP = {"PGHOST": SERVICE_HOST, "PGPORT": "5432", "PGSSLMODE": "disable"}
 # the custom resources written as plain files (the root chart's are validated rendered: test_gitops.py)
 CRD_SCHEMAS = {
     "ExternalSecret": "externalsecret-external-secrets.io-v1.json",
@@ -279,8 +281,12 @@ def test_tenants_configmaps_hold_valid_specs() -> None:
 
 
 def resolve_env(container: dict[str, Any], pg: Server, passwords: dict[str, str], tenant: str) -> dict[str, str]:
-    """The container's env as written, with the Service and the Secrets replaced by the test server's."""
+    """The container's env as written, with the Service and the Secrets replaced by the test server's; the
+    ConfigMap sharedpg-database as the root chart renders it by default (test_gitops checks that it does)."""
     env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        if source.get("configMapRef", {}).get("name") == "sharedpg-database":
+            env |= {k: {SERVICE_HOST: pg.host, "5432": str(pg.port)}.get(v, v) for k, v in DATABASE_CONFIGMAP.items()}
     for item in container.get("env", []):
         name = item["name"]
         if "valueFrom" in item:

@@ -119,3 +119,83 @@ shared; refused for an app that takes no cutover here, or a step that does not e
 {{- end -}}
 {{- $step -}}
 {{- end -}}
+
+
+{{/* The database every client reaches (root values database.external, database.tls): its host name, as
+its certificate names it; its port; "true" when TLS is on (always for an external server). Refused: an
+external host that is not a host name, TLS without the CA to check the server's certificate against. */}}
+{{- define "platform.databaseHost" -}}
+{{- $host := .Values.database.external.host | default "" -}}
+{{- if and $host (not (regexMatch "^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$" $host)) -}}
+{{- fail (printf "database.external.host %q: give the server's host name alone, as its certificate names it (no scheme, port or path: the port is database.external.port)" $host) -}}
+{{- end -}}
+{{- $host | default "shared-postgresql.database.svc.cluster.local" -}}
+{{- end -}}
+
+{{- define "platform.databasePort" -}}
+{{- if .Values.database.external.host -}}{{ .Values.database.external.port | default 5432 }}{{- else -}}5432{{- end -}}
+{{- end -}}
+
+{{- define "platform.databaseTLS" -}}
+{{- if or .Values.database.tls.enabled .Values.database.external.host -}}
+{{- if not (contains "-----BEGIN CERTIFICATE-----" (.Values.database.tls.caBundle | default "")) -}}
+{{- fail (printf "database.tls.caBundle: TLS is on (%s) and every client checks the server's certificate (verify-full): give the PEM of the CA that signed it, e.g. --set-file database.tls.caBundle=ca.crt" (ternary "an external server" "database.tls.enabled" (not (empty .Values.database.external.host)))) -}}
+{{- end -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* Where the CA is mounted in every client container (the ConfigMap sharedpg-database-ca's ca.crt). */}}
+{{- define "platform.databaseCAPath" -}}/etc/sharedpg-database/ca.crt{{- end -}}
+
+
+{{/* The database Application's kustomize patches beyond its size: an external server renders none of
+the in-cluster server (its StatefulSet, Service, NetworkPolicy, and the hook's admin-password step: that
+server's admin is the one it gave); the in-cluster server with TLS serves it with tls.serverSecret. */}}
+{{- define "platform.databasePatches" -}}
+{{- if .Values.database.external.host }}
+{{- range $kind := list "apps/v1 StatefulSet" "v1 Service" "networking.k8s.io/v1 NetworkPolicy" }}
+- patch: |-
+    $patch: delete
+    apiVersion: {{ first (splitList " " $kind) }}
+    kind: {{ last (splitList " " $kind) }}
+    metadata:
+      name: shared-postgresql
+      namespace: database
+{{- end }}
+- target: {kind: Job, name: sharedpg-admin-secret}
+  patch: |-
+    - op: remove
+      path: /spec/template/spec/initContainers
+{{- else }}
+{{- include "platform.databaseSizing" (index .Values.database.sizing .Values.profile) }}
+{{- if include "platform.databaseTLS" . }}
+- target: {kind: StatefulSet, name: shared-postgresql}
+  patch: |-
+    - op: add
+      path: /spec/template/spec/containers/0/args/-
+      value: "-c"
+    - op: add
+      path: /spec/template/spec/containers/0/args/-
+      value: ssl=on
+    - op: add
+      path: /spec/template/spec/containers/0/args/-
+      value: "-c"
+    - op: add
+      path: /spec/template/spec/containers/0/args/-
+      value: ssl_cert_file=/etc/postgresql-tls/tls.crt
+    - op: add
+      path: /spec/template/spec/containers/0/args/-
+      value: "-c"
+    - op: add
+      path: /spec/template/spec/containers/0/args/-
+      value: ssl_key_file=/etc/postgresql-tls/tls.key
+    - op: add
+      path: /spec/template/spec/containers/0/volumeMounts/-
+      value: {name: tls, mountPath: /etc/postgresql-tls, readOnly: true}
+    - op: add
+      path: /spec/template/spec/volumes/-
+      value: {name: tls, secret: {secretName: {{ .Values.database.tls.serverSecret | quote }}, defaultMode: 0440}}
+{{- end }}
+{{- end }}
+{{- end -}}

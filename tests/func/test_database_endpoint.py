@@ -1,0 +1,207 @@
+"""Where the clients find the server, set in one place (root values ``database.external``, ``database.tls``):
+every container of the tree that logs in to it (the bootstrap Job, serve-metrics, the copy Jobs, every app's
+gate, in charts and kustomizations alike) reads the host, port and TLS settings from the ConfigMap
+sharedpg-database of its namespace and the CA from sharedpg-database-ca, rendered by the real charts; an
+external server renders no server of ours; TLS for the in-cluster server is a switch. The rendered settings
+then log in for real, with ``verify-full``, to a PostgreSQL whose certificate names the rendered host."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+
+from sharedpg_tools import localserver
+from tests.conftest import Cli
+from tests.fix_gitops import SNIPPETS, WORKLOADS, Renderer, Tree, pod_template, row_fuses
+from tests.fix_servers import MANAGED_ADMIN, Server, start_local
+from tests.func.test_k8s_snippets import SERVICE_HOST
+
+EXTERNAL = "sharedpg-prod.abc123.eu-west-1.rds.amazonaws.com"
+CA_PATH = "/etc/sharedpg-database/ca.crt"
+EVERYTHING = row_fuses((True, True, True, True))
+# what sharedpg runs that never logs in to the database: admin-secret writes Vault. (Dex's sidecar gate runs
+# python3 and logs in from its probes, with the container's environment: a client.)
+NOT_CLIENTS = {"admin-secret"}
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def ca_file(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def renderer(tmp_path_factory: pytest.TempPathFactory) -> Renderer:
+    return Renderer(tmp_path_factory.mktemp("endpoint"))
+
+
+def clients(tree: Tree) -> list[tuple[str, str, dict[str, Any], dict[str, Any]]]:
+    """(app, namespace, pod spec, container) of every container that logs in to the shared server."""
+    found = []
+    for placed in (p for p in tree.objects if p.kind in WORKLOADS):
+        pod = pod_template(placed.obj)
+        for container in [*pod.get("initContainers", []), *pod.get("containers", [])]:
+            runs = (container.get("args") or container.get("command") or [""])[0]
+            if "sharedpg" in container.get("image", "") and runs not in NOT_CLIENTS:
+                found.append((placed.app, placed.namespace, pod, container))
+    return found
+
+
+def mounted_ca(tree: Tree, namespace: str, pod: dict[str, Any], container: dict[str, Any]) -> str:
+    """The ca.crt the container finds at CA_PATH: the mount there, its volume, that ConfigMap's key."""
+    [mount] = [m for m in container.get("volumeMounts", []) if m["mountPath"] == os.path.dirname(CA_PATH)]
+    [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    source = volume["configMap"]
+    assert {"key": "ca.crt", "path": "ca.crt"} in source["items"]
+    return str(tree.one("ConfigMap", source["name"], namespace).obj["data"]["ca.crt"])
+
+
+@pytest.mark.parametrize("where", ["in-cluster", "in-cluster with TLS", "external"])
+@pytest.mark.parametrize("profile", ["full", "pragmatic"])
+def test_every_client_reads_the_one_endpoint(renderer: Renderer, ca_file: Path, where: str, profile: str) -> None:
+    sets = {
+        "in-cluster": [],
+        "in-cluster with TLS": ["--set", "database.tls.enabled=true"],
+        "external": ["--set", f"database.external.host={EXTERNAL}", "--set", "database.external.port=6432"],
+    }[where]
+    tls = where != "in-cluster"
+    tree = renderer.tree(EVERYTHING, profile, *sets, *(["--set-file", f"database.tls.caBundle={ca_file}"] * tls))
+    found = clients(tree)
+    apps = {app for app, *_ in found}
+    expected_apps = {"sharedpg-bootstrap", "backstage", "sonarqube"} | (
+        {"sharedpg-monitoring", "argo-workflows", "grafana", "dex", "policy-reporter"} if profile == "full" else set()
+    )
+    assert apps >= expected_apps, apps
+    expected = {"PGHOST": EXTERNAL if where == "external" else SERVICE_HOST,
+                "PGPORT": "6432" if where == "external" else "5432",
+                "PGSSLMODE": "verify-full" if tls else "disable"}  # fmt: skip
+    for app, namespace, pod, container in found:
+        assert not {"PGHOST", "PGPORT", "PGSSLMODE", "PGSSLROOTCERT"} & {e["name"] for e in container.get("env", [])}, (
+            f"{app}/{container['name']}: the endpoint is set in one place, not in its env"
+        )
+        env = tree.env(container, namespace)
+        assert {k: env.get(k) for k in expected} == expected, (app, container["name"])
+        assert env.get("PGSSLROOTCERT") == (CA_PATH if tls else None), (app, container["name"])
+        assert mounted_ca(tree, namespace, pod, container) == (ca_file.read_text() if tls else ""), app
+
+
+def test_an_external_server_renders_no_server_of_ours(renderer: Renderer, ca_file: Path) -> None:
+    tree = renderer.tree(EVERYTHING, "full", "--set", f"database.external.host={EXTERNAL}", "--set-file",
+                         f"database.tls.caBundle={ca_file}")  # fmt: skip
+    ours = [(p.kind, p.name) for p in tree.objects if p.name == "shared-postgresql" and p.kind != "Application"]
+    assert ours == [], ours
+    [hook] = tree.of("Job", "shared-postgresql")
+    spec = hook.obj["spec"]["template"]["spec"]
+    assert "initContainers" not in spec, "that server's admin is the one it gave: no password of ours for it"
+    assert [c["args"][:3] for c in spec["containers"]] == [["admin-secret", "--vault-path",
+                                                            "cicd/sonarqube/monitoring"]]  # fmt: skip
+    assert tree.one("ExternalSecret", "shared-postgresql-admin", "database")  # the admin's login, from Vault
+
+
+def test_tls_on_the_in_cluster_server_serves_the_named_secret(renderer: Renderer, ca_file: Path) -> None:
+    tree = renderer.tree(EVERYTHING, "full", "--set", "database.tls.enabled=true", "--set",
+                         "database.tls.serverSecret=db-cert", "--set-file",
+                         f"database.tls.caBundle={ca_file}")  # fmt: skip
+    [server] = tree.of("StatefulSet", "shared-postgresql")
+    pod = server.obj["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
+    settings = dict(a.split("=", 1) for a in args if "=" in a)
+    assert settings["ssl"] == "on"
+    [volume] = [v for v in pod["volumes"] if v.get("secret", {}).get("secretName") == "db-cert"]
+    [mount] = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == volume["name"]]
+    assert {settings["ssl_cert_file"], settings["ssl_key_file"]} == {f"{mount['mountPath']}/tls.crt",
+                                                                     f"{mount['mountPath']}/tls.key"}  # fmt: skip
+    untouched = renderer.tree(EVERYTHING, "full").of("StatefulSet", "shared-postgresql")[0].obj
+    assert "ssl=on" not in untouched["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+@pytest.mark.parametrize(("sets", "needle"), [
+    (["database.tls.enabled=true"], r"database\.tls\.caBundle: TLS is on \(database\.tls\.enabled\)"),
+    ([f"database.external.host={EXTERNAL}"], r"database\.tls\.caBundle: TLS is on \(an external server\)"),
+    (["database.tls.enabled=true", "database.tls.caBundle=not a certificate"], r"database\.tls\.caBundle"),
+    (["database.external.host=postgres://db:5432"], r'database\.external\.host "postgres://db:5432": give'),
+])  # fmt: skip
+def test_an_endpoint_that_cannot_work_fails_the_render_naming_the_value(tmp_path: Path, sets: list[str],
+                                                                         needle: str) -> None:  # fmt: skip
+    with pytest.raises(AssertionError, match=needle):
+        Renderer(tmp_path).root(row_fuses((False, True, False, False)), "full", SNIPPETS / "root",
+                                *(a for s in sets for a in ("--set", s)))  # fmt: skip
+
+
+# -- the rendered settings, logging in for real --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_server(ca: trustme.CA) -> Iterator[Server]:
+    """PostgreSQL 15 (Debian's, built with OpenSSL) accepting only TLS, with a certificate for the names the
+    tree renders (the in-cluster Service and the external host), reached on loopback through ``PGHOSTADDR``."""
+    files = Path(tempfile.mkdtemp(prefix="sharedpg-endpoint-"))
+    cert = ca.issue_cert(SERVICE_HOST, EXTERNAL)
+    cert.private_key_pem.write_to_path(str(files / "server.key"))
+    cert.cert_chain_pems[0].write_to_path(str(files / "server.crt"))
+    user = localserver._os_user()
+    for path in (files, *files.iterdir()):
+        if user is not None:
+            os.chown(path, user.pw_uid, user.pw_gid)
+    os.chmod(files / "server.key", 0o600)
+    server = start_local(15, {"ssl": "on", "ssl_cert_file": str(files / "server.crt"),
+                              "ssl_key_file": str(files / "server.key")})  # fmt: skip
+    (server.local.datadir / "pg_hba.conf").write_text("local all all scram-sha-256\n"
+                                                      "hostssl all all 127.0.0.1/32 scram-sha-256\n")  # fmt: skip
+    server.local._run("pg_ctl", "reload", "-D", str(server.local.datadir))
+    yield server
+    server.local.stop()
+
+
+@pytest.fixture(scope="module")
+def password_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One for the module: the second bootstrap finds the tenants the first made, and their passwords."""
+    return tmp_path_factory.mktemp("passwords")
+
+
+@pytest.mark.parametrize("where", ["in-cluster with TLS", "external"])
+def test_the_rendered_settings_log_in_with_verify_full(renderer: Renderer, ca_file: Path, tls_server: Server,
+                                                       cli: Cli, tmp_path: Path, password_dir: Path,
+                                                       where: str) -> None:  # fmt: skip
+    """The bootstrap Job's and a gate's environment exactly as rendered (host, port, sslmode, the CA file's
+    path and content), only the address (PGHOSTADDR) and the mounted files made local: the managed admin
+    bootstraps every tenant over verify-full, and a tenant's gate then logs in the same way."""
+    sets = (
+        ["--set", "database.tls.enabled=true"]
+        if where != "external"
+        else ["--set", f"database.external.host={EXTERNAL}", "--set", f"database.external.port={tls_server.port}"]
+    )
+    tree = renderer.tree(EVERYTHING, "full", *sets, "--set-file", f"database.tls.caBundle={ca_file}")
+    mounted = tmp_path / "ca.crt"
+    by_app = {(app, c["name"]): (ns, pod, c) for app, ns, pod, c in clients(tree)}
+
+    def env_of(app: str, name: str) -> dict[str, str]:
+        namespace, pod, container = by_app[(app, name)]
+        mounted.write_text(mounted_ca(tree, namespace, pod, container))
+        env = {k: v for k, v in tree.env(container, namespace).items() if isinstance(v, str)}
+        assert env["PGSSLROOTCERT"] == CA_PATH
+        return env | {"PGSSLROOTCERT": str(mounted), "PGHOSTADDR": "127.0.0.1", "PGPORT": str(tls_server.port)}
+
+    admin = env_of("sharedpg-bootstrap", "bootstrap") | {"PGUSER": MANAGED_ADMIN,
+                                                         "PGPASSWORD": tls_server.managed_password}  # fmt: skip
+    admin.pop("PGPASSWORD_FILE", None)
+    cli.secrets.add(tls_server.managed_password)
+    booted = cli("bootstrap", "--no-vault", "--password-dir", str(password_dir), env=admin, timeout=120)
+    assert booted.code == 0, booted
+    password = (password_dir / "sonarqube").read_text().strip()
+    cli.secrets.add(password)
+    gate = env_of("sonarqube", "wait-for-db") | {"PGPASSWORD": password}
+    ready = cli("wait-for-db", "--timeout", "20", env=gate)
+    assert ready.code == 0, ready  # over TLS: the server's pg_hba.conf admits nothing else on TCP
