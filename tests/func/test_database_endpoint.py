@@ -7,17 +7,22 @@ then log in for real, with ``verify-full``, to a PostgreSQL whose certificate na
 
 from __future__ import annotations
 
+import base64
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import trustme
+import yaml
 
 from sharedpg_tools import localserver
 from tests.conftest import Cli
+from tests.fix_backstage import Backstage, not_installed
 from tests.fix_gitops import SNIPPETS, WORKLOADS, Renderer, Tree, pod_template, row_fuses
 from tests.fix_servers import MANAGED_ADMIN, Server, start_local
 from tests.func.test_k8s_snippets import SERVICE_HOST
@@ -59,13 +64,107 @@ def clients(tree: Tree) -> list[tuple[str, str, dict[str, Any], dict[str, Any]]]
     return found
 
 
-def mounted_ca(tree: Tree, namespace: str, pod: dict[str, Any], container: dict[str, Any]) -> str:
-    """The ca.crt the container finds at CA_PATH: the mount there, its volume, that ConfigMap's key."""
-    [mount] = [m for m in container.get("volumeMounts", []) if m["mountPath"] == os.path.dirname(CA_PATH)]
+def mounted_ca(tree: Tree, namespace: str, pod: dict[str, Any], container: dict[str, Any], path: str = CA_PATH) -> str:
+    """The file the container finds at ``path``: the mount of its directory, that volume's ConfigMap key."""
+    [mount] = [m for m in container.get("volumeMounts", []) if m["mountPath"] == os.path.dirname(path)]
     [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
     source = volume["configMap"]
-    assert {"key": "ca.crt", "path": "ca.crt"} in source["items"]
-    return str(tree.one("ConfigMap", source["name"], namespace).obj["data"]["ca.crt"])
+    name = os.path.basename(path)
+    [item] = [i for i in source["items"] if i["path"] == name]
+    return str(tree.one("ConfigMap", source["name"], namespace).obj["data"][item["key"]])
+
+
+def resolved(tree: Tree, container: dict[str, Any], namespace: str) -> dict[str, str]:
+    """The container's environment with ConfigMap key references resolved (an optional missing key: unset)."""
+    env = {}
+    for name, value in tree.env(container, namespace).items():
+        ref = value.get("configMapKeyRef") if isinstance(value, dict) else None
+        if ref is not None:
+            data = tree.one("ConfigMap", ref["name"], namespace).obj.get("data") or {}
+            if ref["key"] in data or not ref.get("optional"):
+                env[name] = data[ref["key"]]
+        elif isinstance(value, str):
+            env[name] = value
+    return env
+
+
+def app_container(tree: Tree, app: str, name: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    [(namespace, pod, container)] = [(p.namespace, pod_template(p.obj), c) for p in tree.objects
+                                     if p.app == app and p.kind in WORKLOADS
+                                     for c in pod_template(p.obj)["containers"] if c["name"] == name]  # fmt: skip
+    return namespace, pod, container
+
+
+def data_of(tree: Tree, app: str, kind: str, key: str) -> str:
+    [obj] = [p.obj for p in tree.of(kind, app) if key in (p.obj.get("data") or {})]
+    value = str(obj["data"][key])
+    return base64.b64decode(value).decode() if kind == "Secret" else value
+
+
+def app_tls(tree: Tree, app: str) -> list[tuple[str, str, str | None]]:
+    """What each app's own database client is told, read from its rendered objects through its chart's own
+    keys: (the process, its sslmode, the CA it reads, as the file its container has there)."""
+    found = []
+
+    def add(container: str, sslmode: str, ca: str | None) -> None:
+        namespace, pod, spec = app_container(tree, app, container)
+        found.append((container, sslmode, mounted_ca(tree, namespace, pod, spec, ca) if ca else None))
+
+    if app == "sonarqube":
+        url = urlsplit(data_of(tree, app, "ConfigMap", "SONAR_JDBC_URL").removeprefix("jdbc:"))
+        query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        add("sonarqube", query.get("sslmode", "prefer"), query.get("sslrootcert"))  # pgjdbc's default: prefer
+    elif app == "argo-workflows":
+        postgres = yaml.safe_load(data_of(tree, app, "ConfigMap", "config"))["persistence"]["postgresql"]
+        for container in ("controller", "argo-server"):
+            namespace, _, spec = app_container(tree, app, container)
+            sslmode = postgres["sslMode"] if postgres.get("ssl") else "prefer"  # Argo: sslMode only with ssl
+            add(container, sslmode, resolved(tree, spec, namespace).get("PGSSLROOTCERT"))  # pgx reads it
+    elif app == "grafana":
+        ini = data_of(tree, app, "ConfigMap", "grafana.ini").split("[database]")[1].split("\n[")[0]
+        settings = dict(line.split(" = ", 1) for line in ini.strip().splitlines())
+        add("grafana", settings["ssl_mode"], settings.get("ca_cert_path"))
+    elif app == "backstage":
+        config = yaml.safe_load(data_of(tree, app, "ConfigMap", "app-config.yaml"))
+        ssl = config["backend"]["database"]["connection"].get("ssl")  # node-postgres: checks the name when set
+        add("backstage-backend", "verify-full" if ssl and ssl["rejectUnauthorized"] else "disable",
+            ssl["ca"]["$file"] if ssl else None)  # fmt: skip
+    elif app == "dex":  # Dex expands $VARIABLES of its storage config from its environment
+        namespace, _, spec = app_container(tree, app, "dex")
+        env = resolved(tree, spec, namespace)
+        storage = yaml.safe_load(data_of(tree, app, "Secret", "config.yaml"))["storage"]["config"]
+
+        def expand(value: object) -> str:
+            return re.sub(r"\$(\w+)", lambda m: env.get(m.group(1), ""), str(value))
+
+        assert expand(storage["host"]) == env["PGHOST"] and "port" not in storage  # lib/pq: PGPORT
+        add("dex", expand(storage["ssl"]["mode"]) or "verify-full", expand(storage["ssl"]["caFile"]) or None)
+    elif app == "policy-reporter":  # DATABASE_ENABLESSL: verify-full, against Go's roots plus SSL_CERT_DIR
+        namespace, _, spec = app_container(tree, app, "policy-reporter")
+        env = resolved(tree, spec, namespace)
+        add("policy-reporter", "verify-full" if env.get("DATABASE_ENABLESSL") == "true" else "disable",
+            f"{env['SSL_CERT_DIR']}/ca.crt" if "SSL_CERT_DIR" in env else None)  # fmt: skip
+    return found
+
+
+@pytest.mark.parametrize("where", ["in-cluster", "in-cluster with TLS", "external"])
+def test_each_apps_own_client_uses_verify_full_with_the_ca(renderer: Renderer, ca_file: Path, where: str) -> None:
+    """Every app's own configuration, rendered by its real chart, through that chart's own keys: with TLS on,
+    verify-full and the CA file its container really has; without, no TLS (the in-cluster server has none)."""
+    sets = {"in-cluster": [], "in-cluster with TLS": ["--set", "database.tls.enabled=true"],
+            "external": ["--set", f"database.external.host={EXTERNAL}"]}[where]  # fmt: skip
+    tls = where != "in-cluster"
+    tree = renderer.tree(EVERYTHING, "full", *sets, *(["--set-file", f"database.tls.caBundle={ca_file}"] * tls))
+    for app in ("sonarqube", "argo-workflows", "grafana", "backstage", "dex", "policy-reporter"):
+        for container, sslmode, ca in app_tls(tree, app):
+            if tls:
+                assert (sslmode, ca) == ("verify-full", ca_file.read_text()), (app, container, sslmode)
+            else:
+                assert sslmode in ("disable", "prefer") and ca is None, (app, container, sslmode, ca)
+    jdbc = urlsplit(data_of(tree, "sonarqube", "ConfigMap", "SONAR_JDBC_URL").removeprefix("jdbc:"))
+    archive = yaml.safe_load(data_of(tree, "argo-workflows", "ConfigMap", "config"))["persistence"]["postgresql"]
+    host = EXTERNAL if where == "external" else SERVICE_HOST
+    assert jdbc.hostname == archive["host"] == host and jdbc.port == archive["port"] == 5432, "host and port, too"
 
 
 @pytest.mark.parametrize("where", ["in-cluster", "in-cluster with TLS", "external"])
@@ -148,7 +247,7 @@ def tls_server(ca: trustme.CA) -> Iterator[Server]:
     """PostgreSQL 15 (Debian's, built with OpenSSL) accepting only TLS, with a certificate for the names the
     tree renders (the in-cluster Service and the external host), reached on loopback through ``PGHOSTADDR``."""
     files = Path(tempfile.mkdtemp(prefix="sharedpg-endpoint-"))
-    cert = ca.issue_cert(SERVICE_HOST, EXTERNAL)
+    cert = ca.issue_cert(SERVICE_HOST, EXTERNAL, "localhost")  # localhost: for Node, which has no hostaddr
     cert.private_key_pem.write_to_path(str(files / "server.key"))
     cert.cert_chain_pems[0].write_to_path(str(files / "server.crt"))
     user = localserver._os_user()
@@ -159,7 +258,8 @@ def tls_server(ca: trustme.CA) -> Iterator[Server]:
     server = start_local(15, {"ssl": "on", "ssl_cert_file": str(files / "server.crt"),
                               "ssl_key_file": str(files / "server.key")})  # fmt: skip
     (server.local.datadir / "pg_hba.conf").write_text("local all all scram-sha-256\n"
-                                                      "hostssl all all 127.0.0.1/32 scram-sha-256\n")  # fmt: skip
+                                                      "hostssl all all 127.0.0.1/32 scram-sha-256\n"
+                                                      "hostssl all all ::1/128 scram-sha-256\n")  # fmt: skip
     server.local._run("pg_ctl", "reload", "-D", str(server.local.datadir))
     yield server
     server.local.stop()
@@ -205,3 +305,42 @@ def test_the_rendered_settings_log_in_with_verify_full(renderer: Renderer, ca_fi
     gate = env_of("sonarqube", "wait-for-db") | {"PGPASSWORD": password}
     ready = cli("wait-for-db", "--timeout", "20", env=gate)
     assert ready.code == 0, ready  # over TLS: the server's pg_hba.conf admits nothing else on TCP
+
+
+def test_the_real_backstage_backend_connects_with_the_rendered_ssl(renderer: Renderer, ca_file: Path,
+                                                                   tls_server: Server, cli: Cli, tmp_path: Path,
+                                                                   password_dir: Path) -> None:  # fmt: skip
+    """Backstage's backend (the real one, from npm) with the database block the chart renders with TLS on:
+    its connection.ssl, the CA read through $file from where its container has it, over a server that admits
+    only TLS. Node has no hostaddr, so the host is the certificate's other name, localhost."""
+    reason = not_installed()
+    if reason:
+        pytest.skip(reason)
+    tree = renderer.tree(EVERYTHING, "full", "--set", "database.tls.enabled=true", "--set-file",
+                         f"database.tls.caBundle={ca_file}")  # fmt: skip
+    namespace, pod, backend = app_container(tree, "backstage", "backstage-backend")
+    database = yaml.safe_load(data_of(tree, "backstage", "ConfigMap", "app-config.yaml"))["backend"]["database"]
+    local_ca = tmp_path / "ca.crt"
+    local_ca.write_text(mounted_ca(tree, namespace, pod, backend, database["connection"]["ssl"]["ca"]["$file"]))
+    database["connection"]["ssl"]["ca"]["$file"] = str(local_ca)
+    admin = {
+        "PGHOST": "localhost",
+        "PGPORT": str(tls_server.port),
+        "PGDATABASE": "postgres",
+        "PGSSLMODE": "verify-full",
+        "PGSSLROOTCERT": str(ca_file),
+        "PGUSER": MANAGED_ADMIN,
+        "PGPASSWORD": tls_server.managed_password,
+    }
+    cli.secrets.add(tls_server.managed_password)
+    booted = cli("bootstrap", "--no-vault", "--password-dir", str(password_dir), env=admin, timeout=120)
+    assert booted.code == 0, booted
+    password = (password_dir / "backstage").read_text().strip()
+    backstage = Backstage(tmp_path, [{"backend": {"database": database}}], {
+        "POSTGRES_HOST": "localhost", "POSTGRES_PORT": str(tls_server.port), "POSTGRES_USER": "backstage",
+        "POSTGRES_PASSWORD": password})  # fmt: skip
+    try:
+        backstage.ready()
+        assert backstage.wait(backstage.entities), "the catalog, stored in the tenant over TLS"
+    finally:
+        backstage.stop()

@@ -199,3 +199,43 @@ server's admin is the one it gave); the in-cluster server with TLS serves it wit
 {{- end }}
 {{- end }}
 {{- end -}}
+
+
+{{/* What a chart app takes from the database values through its chart's own keys, as its Application's
+valuesObject (after the overlay, so it wins): the host and port where its chart has no other source, and with
+TLS the chart's TLS keys with verify-full and the CA mounted at platform.databaseCAPath. The apps that read
+host and port from their tenant's Secret (what bootstrap wrote beside the password) take only the TLS keys;
+docs/facts-consumers.md, "TLS", has each chart's keys and sources. Empty: nothing to set. */}}
+{{- define "platform.databaseValues" -}}
+{{- $root := .root -}}
+{{- $host := include "platform.databaseHost" $root -}}
+{{- $port := include "platform.databasePort" $root -}}
+{{- $tls := include "platform.databaseTLS" $root -}}
+{{- $ca := include "platform.databaseCAPath" $root -}}
+{{- if eq .name "sonarqube" }}
+jdbcOverwrite:
+  jdbcUrl: {{ printf "jdbc:postgresql://%s:%s/sonarqube%s" $host $port (ternary (printf "?sslmode=verify-full&sslrootcert=%s" $ca) "" (not (empty $tls))) | quote }}
+{{- else if eq .name "argo-workflows" }}
+controller:
+  persistence:
+    postgresql:
+      host: {{ $host | quote }}
+      port: {{ $port }}
+      ssl: {{ not (empty $tls) }}
+      sslMode: {{ ternary "verify-full" "disable" (not (empty $tls)) }}
+{{- else if and (eq .name "grafana") $tls }}
+grafana.ini:
+  database:
+    ssl_mode: verify-full
+    ca_cert_path: {{ $ca }}
+{{- else if and (eq .name "backstage") $tls }}
+backstage:
+  appConfig:
+    backend:
+      database:
+        connection:
+          ssl:
+            rejectUnauthorized: true
+            ca: {$file: {{ $ca }}}
+{{- end }}
+{{- end -}}
