@@ -17,6 +17,9 @@ from sharedpg_tools import logs
 from sharedpg_tools.errors import ConfigError, PermanentError, SharedpgError, Unusable
 
 DEFAULT_JWT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+# what bootstrap writes beside a password about where the server is: when the server moves (another host, a
+# managed service), only these differ, and the refusal says how to carry the password to the new endpoint
+ENDPOINT_FIELDS = frozenset({"host", "port"})
 T = TypeVar("T")
 
 
@@ -288,12 +291,22 @@ def _checked(data: dict[str, Any], fields: dict[str, str], location: str) -> str
     if missing:
         problems.append(f"no {', '.join(missing)}")
     differ = sorted(k for k, v in fields.items() if k in data and str(data[k]) != v)
+    mount, path = location.split("/", 1)
+    if not problems and differ and set(differ) <= ENDPOINT_FIELDS:
+        moved = ", ".join(f"{k} {data[k]!r} to {fields[k]!r}" for k in differ)
+        carried = " ".join(f"{k}={fields[k]}" for k in differ)
+        raise PermanentError(
+            f"vault {location}: the server moved ({moved}), and the secret still names the old one",
+            f"carry the password to the new endpoint, keeping it: bao kv patch -mount={mount} {path} {carried} "
+            "(sharedpg may only create and read secrets), then re-run; its ExternalSecret then brings the app the "
+            "new endpoint",
+        )
     problems += [f"{k}={data[k]!r} where sharedpg expects {fields[k]!r}" for k in differ]
     if problems:
         expected = " ".join(f"{k}=…" if k == "password" else f"{k}={v}" for k, v in {"password": "", **fields}.items())
         raise PermanentError(
             f"vault {location}: the secret has {'; '.join(problems)}",
-            f"sharedpg never overwrites a secret: write it whole (bao kv put -mount={location.split('/')[0]} "
-            f"{location.split('/', 1)[1]} {expected}) or delete it to have one generated",
+            f"sharedpg never overwrites a secret: write it whole (bao kv put -mount={mount} {path} {expected}) or "
+            "delete it to have one generated",
         )
     return str(data["password"])

@@ -117,6 +117,32 @@ def test_a_secret_of_the_wrong_shape_is_refused_naming_its_path(
     assert all(report_["action"] == "created" for n, report_ in by_tenant(result).items() if n in others)
 
 
+def test_a_moved_server_is_refused_with_the_command_that_carries_the_password(platform: Platform,
+                                                                              openbao: OpenBao) -> None:  # fmt: skip
+    """The secrets name the old server (in-cluster), bootstrap now reaches another (a managed one): the
+    password is kept, never replaced; the hint's patch, run as written, carries it to the new endpoint."""
+    assert platform.run(vault=openbao).code == 0
+    name = platform.names[0]
+    before = openbao.latest(path_of(platform, name))
+    assert before is not None
+    openbao.put(
+        path_of(platform, name), {**before, "host": "shared-postgresql.database.svc.cluster.local", "port": "5432"}
+    )  # what the in-cluster server's bootstrap wrote
+    moved = platform.run(vault=openbao)
+    assert moved.code == 3, moved
+    report = by_tenant(moved)[name]
+    assert "the server moved" in report["error"] and "still names the old one" in report["error"], report
+    command = report["hint"].split("keeping it: ", 1)[1].split(" (sharedpg")[0]
+    assert command == (f"bao kv patch -mount=secret {path_of(platform, name)} host={platform.pg.host} "
+                       f"port={platform.pg.port}")  # fmt: skip
+    openbao.bao(*shlex.split(command)[1:])
+    again = by_tenant(platform.run(vault=openbao))
+    assert again[name]["action"] == "unchanged", again[name]
+    after = openbao.latest(path_of(platform, name))
+    assert after == before, "the password carried, the endpoint the current one"
+    platform.login(name, openbao)
+
+
 def test_a_kv_version_1_mount_is_refused_before_anything_is_written(platform: Platform, openbao: OpenBao) -> None:
     mount = f"kv1_{secrets.token_hex(3)}"
     openbao.bao("secrets", "enable", f"-path={mount}", "-version=1", "kv")
