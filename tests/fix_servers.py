@@ -31,6 +31,7 @@ LOG_SETTINGS = {"log_statement": "ddl", "log_line_prefix": "%m [%p] %e %u@%d "}
 RESERVED_16 = 2
 DOCKER_MAJORS = (14, 17)
 MANAGED_ADMIN = "admin_managed"
+PROVIDER_GROUP = "provider_superuser"  # the managed admin's group role, as rds_superuser (create_managed_admin)
 
 
 class Server:
@@ -76,9 +77,16 @@ class Server:
                 conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
 
     def create_managed_admin(self) -> None:
+        """The admin a managed service gives (RDS, Cloud SQL, Azure Flexible; CloudNativePG without superuser
+        access): LOGIN CREATEROLE CREATEDB, never SUPERUSER, and a member of the provider's own group role, as
+        RDS's master user is of rds_superuser (NOLOGIN; pg_monitor and pg_signal_backend): what it may do
+        beyond its attributes, sharedpg must neither need nor be confused by (docs/facts-postgresql.md)."""
+        self.admin_sql(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(PROVIDER_GROUP)))
+        self.admin_sql(sql.SQL("CREATE ROLE {} NOLOGIN IN ROLE pg_monitor, pg_signal_backend").format(
+            sql.Identifier(PROVIDER_GROUP)))  # fmt: skip
         self.admin_sql(
-            sql.SQL("CREATE ROLE {} LOGIN CREATEROLE CREATEDB PASSWORD {}").format(
-                sql.Identifier(MANAGED_ADMIN), sql.Literal(self.managed_password)
+            sql.SQL("CREATE ROLE {} LOGIN CREATEROLE CREATEDB PASSWORD {} IN ROLE {}").format(
+                sql.Identifier(MANAGED_ADMIN), sql.Literal(self.managed_password), sql.Identifier(PROVIDER_GROUP)
             )
         )
 
