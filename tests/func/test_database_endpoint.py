@@ -21,7 +21,7 @@ import trustme
 import yaml
 
 from sharedpg_tools import localserver
-from tests.conftest import Cli
+from tests.conftest import ROOT, Cli
 from tests.fix_backstage import Backstage, not_installed
 from tests.fix_gitops import SNIPPETS, WORKLOADS, Renderer, Tree, pod_template, row_fuses
 from tests.fix_servers import MANAGED_ADMIN, Server, start_local
@@ -194,6 +194,23 @@ def test_every_client_reads_the_one_endpoint(renderer: Renderer, ca_file: Path, 
         assert {k: env.get(k) for k in expected} == expected, (app, container["name"])
         assert env.get("PGSSLROOTCERT") == (CA_PATH if tls else None), (app, container["name"])
         assert mounted_ca(tree, namespace, pod, container) == (ca_file.read_text() if tls else ""), app
+
+
+def test_the_documented_switch_renders_what_the_document_says(renderer: Renderer, ca_file: Path,
+                                                             tmp_path: Path) -> None:  # fmt: skip
+    """docs/managed-database.md's values block, as written (its CA placeholder given a real CA): no server of
+    ours, every client on that host with verify-full."""
+    [block] = re.findall(r"```yaml\n(# root values: .*?)```", (ROOT / "docs" / "managed-database.md").read_text(),
+                         re.S)  # fmt: skip
+    values = yaml.safe_load(block)
+    values["database"]["tls"]["caBundle"] = ca_file.read_text()
+    (tmp_path / "switch.yaml").write_text(yaml.safe_dump(values))
+    tree = renderer.tree(EVERYTHING, "full", "-f", str(tmp_path / "switch.yaml"))
+    assert not tree.of("StatefulSet", "shared-postgresql")
+    host = values["database"]["external"]["host"]
+    for app, namespace, _, container in clients(tree):
+        env = tree.env(container, namespace)
+        assert (env["PGHOST"], env["PGSSLMODE"]) == (host, "verify-full"), (app, container["name"])
 
 
 def test_an_external_server_renders_no_server_of_ours(renderer: Renderer, ca_file: Path) -> None:

@@ -205,7 +205,7 @@ server's admin is the one it gave); the in-cluster server with TLS serves it wit
 valuesObject (after the overlay, so it wins): the host and port where its chart has no other source, and with
 TLS the chart's TLS keys with verify-full and the CA mounted at platform.databaseCAPath. The apps that read
 host and port from their tenant's Secret (what bootstrap wrote beside the password) take only the TLS keys;
-docs/facts-consumers.md, "TLS", has each chart's keys and sources. Empty: nothing to set. */}}
+docs/facts-consumers.md §7a has each chart's keys and sources. Empty: nothing to set. */}}
 {{- define "platform.databaseValues" -}}
 {{- $root := .root -}}
 {{- $host := include "platform.databaseHost" $root -}}
