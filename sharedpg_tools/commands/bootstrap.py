@@ -111,7 +111,8 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
 def _admin_attempt(target: Target, grace: float) -> Callable[[float], probe.Ready]:
     """One attempt of the admin's login. A server that is not up yet is waited for until --timeout; a login
     it rejects (password, role, pg_hba.conf) only for ``grace`` seconds (a Secret being rotated), then it is
-    exit 4 naming where the admin's password came from: the Job that would fix it is this one."""
+    exit 4 naming where the admin's password came from: the Job that would fix it is this one. A database the
+    admin's login names and the server lacks is a setting to fix (exit 2), not something to wait for."""
     started = time.monotonic()
 
     def attempt(timeout: float) -> probe.Ready:
@@ -120,6 +121,10 @@ def _admin_attempt(target: Target, grace: float) -> Callable[[float], probe.Read
         except probe.AttemptFailed as exc:
             if exc.failure.error_class in db.ADMIN_AUTH and time.monotonic() - started >= grace:
                 raise db.admin_rejected(exc.failure, target) from None
+            if exc.failure.error_class == "database_missing":  # the admin's own: none appears by waiting
+                raise ConfigError(f"the admin logs in to a database that does not exist ({exc.failure.message}): "
+                                  "name the maintenance database with PGDATABASE=postgres or dbname=postgres in "
+                                  "--dsn (libpq defaults it to the user's name)") from None  # fmt: skip
             raise
 
     return attempt

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import secrets
 import signal
 import time
@@ -18,7 +19,7 @@ from psycopg import sql
 from sharedpg_tools import spec as spec_module
 from tests.conftest import Cli, Result
 from tests.fix_openbao import OpenBao
-from tests.fix_servers import Server
+from tests.fix_servers import MANAGED_ADMIN, Server
 
 STACKS = ("backstage", "cicd", "policies", "observability")
 
@@ -345,6 +346,21 @@ def test_a_wrong_admin_password_is_exit_4_naming_its_file_not_a_server_never_up(
         [error] = [e for e in result.events() if e["level"] == "error"]
         assert "rejected the admin's login" in error["error"], error
         assert str(wrong) in error["hint"] and "ExternalSecret" not in error["hint"], error
+
+
+def test_an_admin_database_that_does_not_exist_is_exit_2_naming_the_setting(cli: Cli, pg: Server,
+                                                                           tmp_path: Path) -> None:  # fmt: skip
+    """No database named: libpq uses the login's own name, which the managed admin has none of. No bootstrap
+    Job makes it, so waiting for it is no use: one line naming PGDATABASE, at once, nothing made."""
+    dsn = f"host={pg.host} port={pg.port} user={MANAGED_ADMIN}"
+    started = time.monotonic()
+    boot = cli("bootstrap", "--no-vault", "--password-dir", str(tmp_path / "pw"), "--dsn", dsn, "--timeout", "120",
+               env={"PGPASSWORD": pg.managed_password})  # fmt: skip
+    assert boot.code == 2 and time.monotonic() - started < 30, boot
+    [line] = boot.stderr.strip().splitlines()
+    error = json.loads(line)["error"]
+    assert f'database "{MANAGED_ADMIN}" does not exist' in error and "PGDATABASE=postgres" in error, line
+    assert not (tmp_path / "pw").exists() or not any((tmp_path / "pw").iterdir()), "nothing made"
 
 
 def test_an_existing_tenants_password_never_changes_behind_its_back(platform: Platform, tmp_path: Path) -> None:
