@@ -105,7 +105,8 @@ class Credentials:
             self._may_generate(tenant, f"vault {tenant.vault_location}", carry)
             return passwords.generate()
 
-        password, how = self.vault.ensure_password(tenant.vault_path, fields, generate, self.dry_run)
+        password, how = self.vault.ensure_password(tenant.vault_path, fields, generate, self.dry_run,
+                                                    frozenset(self.advertised))  # fmt: skip
         return password, f"vault {tenant.vault_location} ({how})"
 
 

@@ -17,9 +17,6 @@ from sharedpg_tools import logs
 from sharedpg_tools.errors import ConfigError, PermanentError, SharedpgError, Unusable
 
 DEFAULT_JWT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount/token"
-# what bootstrap writes beside a password about where the server is: when the server moves (another host, a
-# managed service), only these differ, and the refusal says how to carry the password to the new endpoint
-ENDPOINT_FIELDS = frozenset({"host", "port"})
 T = TypeVar("T")
 
 
@@ -257,9 +254,11 @@ class Vault:
         return self._retry(f"write {self.settings.mount}/{path}", operation)
 
     def ensure_password(self, path: str, fields: dict[str, str], generate: Callable[[], str],
-                        dry_run: bool = False) -> tuple[str, str]:  # fmt: skip
+                        dry_run: bool = False, endpoint: frozenset[str] = frozenset()) -> tuple[str, str]:  # fmt: skip
         """The password kept at ``path`` with ``fields`` beside it: read it if the secret exists, else
-        generate it and create the secret. Never updates: a secret of another shape is refused.
+        generate it and create the secret. Never updates: a secret of another shape is refused; one that
+        differs only in the ``endpoint`` fields (where the server is: it moved) with the command that carries
+        its password to the new endpoint.
 
         :returns: the password and how it was obtained (for the report; never the password itself).
         :raises PermanentError: when the existing secret lacks the password, has other keys, or other values.
@@ -267,7 +266,7 @@ class Vault:
         location = f"{self.settings.mount}/{path}"
         data = self.read(path)
         if data is not None:
-            return _checked(data, fields, location), "read"
+            return _checked(data, fields, location, endpoint), "read"
         password = generate()
         if dry_run:
             return password, "would be generated"
@@ -276,10 +275,10 @@ class Vault:
         data = self.read(path)  # another run created it first: use its password
         if data is None:
             raise SharedpgError(f"vault {location}: a concurrent write left no secret", "re-run")
-        return _checked(data, fields, location), "read (written by a concurrent run)"
+        return _checked(data, fields, location, endpoint), "read (written by a concurrent run)"
 
 
-def _checked(data: dict[str, Any], fields: dict[str, str], location: str) -> str:
+def _checked(data: dict[str, Any], fields: dict[str, str], location: str, endpoint: frozenset[str]) -> str:
     """The password of an existing secret, after checking it has exactly the keys and values expected."""
     problems = []
     if not data.get("password"):
@@ -292,7 +291,7 @@ def _checked(data: dict[str, Any], fields: dict[str, str], location: str) -> str
         problems.append(f"no {', '.join(missing)}")
     differ = sorted(k for k, v in fields.items() if k in data and str(data[k]) != v)
     mount, path = location.split("/", 1)
-    if not problems and differ and set(differ) <= ENDPOINT_FIELDS:
+    if not problems and differ and set(differ) <= endpoint:
         moved = ", ".join(f"{k} {data[k]!r} to {fields[k]!r}" for k in differ)
         carried = " ".join(f"{k}={fields[k]}" for k in differ)
         raise PermanentError(
