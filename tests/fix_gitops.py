@@ -74,12 +74,22 @@ class Tree:
 
     def env(self, container: dict[str, Any], namespace: str) -> dict[str, Any]:
         """A container's environment as the kubelet puts it together: the keys of each ``envFrom`` ConfigMap
-        this tree renders in ``namespace``, in order, then ``env`` over them (a value, or its ``valueFrom``)."""
+        this tree renders in ``namespace``, in order, then ``env`` over them: a value, a ConfigMap key's
+        value (an optional key that is not there: unset), or the ``valueFrom`` of what comes from a Secret."""
         env: dict[str, Any] = {}
         for source in container.get("envFrom") or []:
             if "configMapRef" in source:
-                env |= self.one("ConfigMap", source["configMapRef"]["name"], namespace).obj.get("data") or {}
-        return env | {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env") or []}
+                env |= self._config(source["configMapRef"]["name"], namespace)
+        for item in container.get("env") or []:
+            ref = (item.get("valueFrom") or {}).get("configMapKeyRef")
+            if ref is None:
+                env[item["name"]] = item.get("value", item.get("valueFrom"))
+            elif ref["key"] in self._config(ref["name"], namespace) or not ref.get("optional"):
+                env[item["name"]] = self._config(ref["name"], namespace)[ref["key"]]
+        return env
+
+    def _config(self, name: str, namespace: str) -> dict[str, str]:
+        return dict(self.one("ConfigMap", name, namespace).obj.get("data") or {})
 
     def one(self, kind: str, name: str, namespace: str | None = None) -> Placed:
         [found] = [p for p in self.objects if p.kind == kind and p.name == name

@@ -23,7 +23,7 @@ from tests.conftest import ROOT, Cli
 from tests.fix_backstage import Backstage, not_installed
 from tests.fix_gitops import SNIPPETS, WORKLOADS, Renderer, Tree, pod_template, row_fuses
 from tests.fix_servers import MANAGED_ADMIN, Server, start_tls
-from tests.func.test_k8s_snippets import SERVICE_HOST
+from tests.func.test_k8s_snippets import DATABASE_CONFIGMAP, SERVICE_HOST
 
 EXTERNAL = "sharedpg-prod.abc123.eu-west-1.rds.amazonaws.com"
 CA_PATH = "/etc/sharedpg-database/ca.crt"
@@ -50,6 +50,17 @@ def renderer(tmp_path_factory: pytest.TempPathFactory) -> Renderer:
     return Renderer(tmp_path_factory.mktemp("endpoint"))
 
 
+def rendered(renderer: Renderer, where: str, ca_file: Path, profile: str = "full", port: int = 6432) -> Tree:
+    """The whole tree with the server in-cluster, in-cluster with TLS, or external (at ``port``)."""
+    sets = {
+        "in-cluster": [],
+        "in-cluster with TLS": ["--set", "database.tls.enabled=true"],
+        "external": ["--set", f"database.external.host={EXTERNAL}", "--set", f"database.external.port={port}"],
+    }
+    tls = ["--set-file", f"database.tls.caBundle={ca_file}"] if where != "in-cluster" else []
+    return renderer.tree(EVERYTHING, profile, *sets[where], *tls)  # fmt: skip
+
+
 def clients(tree: Tree) -> list[tuple[str, str, dict[str, Any], dict[str, Any]]]:
     """(app, namespace, pod spec, container) of every container that logs in to the shared server."""
     found = []
@@ -73,17 +84,8 @@ def mounted_ca(tree: Tree, namespace: str, pod: dict[str, Any], container: dict[
 
 
 def resolved(tree: Tree, container: dict[str, Any], namespace: str) -> dict[str, str]:
-    """The container's environment with ConfigMap key references resolved (an optional missing key: unset)."""
-    env = {}
-    for name, value in tree.env(container, namespace).items():
-        ref = value.get("configMapKeyRef") if isinstance(value, dict) else None
-        if ref is not None:
-            data = tree.one("ConfigMap", ref["name"], namespace).obj.get("data") or {}
-            if ref["key"] in data or not ref.get("optional"):
-                env[name] = data[ref["key"]]
-        elif isinstance(value, str):
-            env[name] = value
-    return env
+    """The container's environment without what comes from Secrets."""
+    return {k: v for k, v in tree.env(container, namespace).items() if isinstance(v, str)}
 
 
 def app_container(tree: Tree, app: str, name: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
@@ -149,10 +151,8 @@ def app_tls(tree: Tree, app: str) -> list[tuple[str, str, str | None]]:
 def test_each_apps_own_client_uses_verify_full_with_the_ca(renderer: Renderer, ca_file: Path, where: str) -> None:
     """Every app's own configuration, rendered by its real chart, through that chart's own keys: with TLS on,
     verify-full and the CA file its container really has; without, no TLS (the in-cluster server has none)."""
-    sets = {"in-cluster": [], "in-cluster with TLS": ["--set", "database.tls.enabled=true"],
-            "external": ["--set", f"database.external.host={EXTERNAL}"]}[where]  # fmt: skip
     tls = where != "in-cluster"
-    tree = renderer.tree(EVERYTHING, "full", *sets, *(["--set-file", f"database.tls.caBundle={ca_file}"] * tls))
+    tree = rendered(renderer, where, ca_file, port=5432)
     for app in ("sonarqube", "argo-workflows", "grafana", "backstage", "dex", "policy-reporter"):
         for container, sslmode, ca in app_tls(tree, app):
             if tls:
@@ -168,13 +168,8 @@ def test_each_apps_own_client_uses_verify_full_with_the_ca(renderer: Renderer, c
 @pytest.mark.parametrize("where", ["in-cluster", "in-cluster with TLS", "external"])
 @pytest.mark.parametrize("profile", ["full", "pragmatic"])
 def test_every_client_reads_the_one_endpoint(renderer: Renderer, ca_file: Path, where: str, profile: str) -> None:
-    sets = {
-        "in-cluster": [],
-        "in-cluster with TLS": ["--set", "database.tls.enabled=true"],
-        "external": ["--set", f"database.external.host={EXTERNAL}", "--set", "database.external.port=6432"],
-    }[where]
     tls = where != "in-cluster"
-    tree = renderer.tree(EVERYTHING, profile, *sets, *(["--set-file", f"database.tls.caBundle={ca_file}"] * tls))
+    tree = rendered(renderer, where, ca_file, profile)
     found = clients(tree)
     apps = {app for app, *_ in found}
     expected_apps = {"sharedpg-bootstrap", "backstage", "sonarqube"} | (
@@ -192,6 +187,8 @@ def test_every_client_reads_the_one_endpoint(renderer: Renderer, ca_file: Path, 
         assert {k: env.get(k) for k in expected} == expected, (app, container["name"])
         assert env.get("PGSSLROOTCERT") == (CA_PATH if tls else None), (app, container["name"])
         assert mounted_ca(tree, namespace, pod, container) == (ca_file.read_text() if tls else ""), app
+    if where == "in-cluster":  # what test_k8s_snippets runs the raw files' gates with
+        assert tree.one("ConfigMap", "sharedpg-database", "database").obj["data"] == DATABASE_CONFIGMAP
 
 
 def test_the_documented_switch_renders_what_the_document_says(renderer: Renderer, ca_file: Path,
@@ -281,19 +278,14 @@ def test_the_rendered_settings_log_in_with_verify_full(renderer: Renderer, ca_fi
     """The bootstrap Job's and a gate's environment exactly as rendered (host, port, sslmode, the CA file's
     path and content), only the address (PGHOSTADDR) and the mounted files made local: the managed admin
     bootstraps every tenant over verify-full, and a tenant's gate then logs in the same way."""
-    sets = (
-        ["--set", "database.tls.enabled=true"]
-        if where != "external"
-        else ["--set", f"database.external.host={EXTERNAL}", "--set", f"database.external.port={tls_server.port}"]
-    )
-    tree = renderer.tree(EVERYTHING, "full", *sets, "--set-file", f"database.tls.caBundle={ca_file}")
+    tree = rendered(renderer, where, ca_file, port=tls_server.port)
     mounted = tmp_path / "ca.crt"
     by_app = {(app, c["name"]): (ns, pod, c) for app, ns, pod, c in clients(tree)}
 
     def env_of(app: str, name: str) -> dict[str, str]:
         namespace, pod, container = by_app[(app, name)]
         mounted.write_text(mounted_ca(tree, namespace, pod, container))
-        env = {k: v for k, v in tree.env(container, namespace).items() if isinstance(v, str)}
+        env = resolved(tree, container, namespace)
         assert env["PGSSLROOTCERT"] == CA_PATH
         return env | {"PGSSLROOTCERT": str(mounted), "PGHOSTADDR": "127.0.0.1", "PGPORT": str(tls_server.port)}
 

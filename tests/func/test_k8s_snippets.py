@@ -282,7 +282,7 @@ def test_tenants_configmaps_hold_valid_specs() -> None:
 
 def resolve_env(container: dict[str, Any], pg: Server, passwords: dict[str, str], tenant: str) -> dict[str, str]:
     """The container's env as written, with the Service and the Secrets replaced by the test server's; the
-    ConfigMap sharedpg-database as the root chart renders it by default (test_gitops checks that it does)."""
+    ConfigMap sharedpg-database as the root chart renders it by default (test_database_endpoint checks it does)."""
     env: dict[str, str] = {}
     for source in container.get("envFrom", []):
         if source.get("configMapRef", {}).get("name") == "sharedpg-database":
