@@ -210,19 +210,19 @@ docs/facts-consumers.md §7a has each chart's keys and sources. Empty: nothing t
 {{- $root := .root -}}
 {{- $host := include "platform.databaseHost" $root -}}
 {{- $port := include "platform.databasePort" $root -}}
-{{- $tls := include "platform.databaseTLS" $root -}}
+{{- $tls := not (empty (include "platform.databaseTLS" $root)) -}}
 {{- $ca := include "platform.databaseCAPath" $root -}}
 {{- if eq .name "sonarqube" }}
 jdbcOverwrite:
-  jdbcUrl: {{ printf "jdbc:postgresql://%s:%s/sonarqube%s" $host $port (ternary (printf "?sslmode=verify-full&sslrootcert=%s" $ca) "" (not (empty $tls))) | quote }}
+  jdbcUrl: {{ printf "jdbc:postgresql://%s:%s/sonarqube%s" $host $port (ternary (printf "?sslmode=verify-full&sslrootcert=%s" $ca) "" $tls) | quote }}
 {{- else if eq .name "argo-workflows" }}
 controller:
   persistence:
     postgresql:
       host: {{ $host | quote }}
       port: {{ $port }}
-      ssl: {{ not (empty $tls) }}
-      sslMode: {{ ternary "verify-full" "disable" (not (empty $tls)) }}
+      ssl: {{ $tls }}
+      sslMode: {{ ternary "verify-full" "disable" $tls }}
 {{- else if and (eq .name "grafana") $tls }}
 grafana.ini:
   database:
